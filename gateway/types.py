@@ -1,0 +1,164 @@
+"""Protocol-neutral data: Tensor, InferRequest/InferResponse, and the V2 datatype table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from gateway.errors import InvalidInput
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+@dataclass(frozen=True)
+class Datatype:
+    """One row of the datatype table: V2 name, numpy dtype, Triton config enum, TensorFlow DataType."""
+
+    name: str
+    numpy: np.dtype
+    size: int  # bytes per element; 0 for BYTES
+    triton: str
+    tf: int
+    tf_name: str
+
+
+_TABLE = [
+    Datatype("BOOL", np.dtype(np.bool_), 1, "TYPE_BOOL", 10, "DT_BOOL"),
+    Datatype("UINT8", np.dtype(np.uint8), 1, "TYPE_UINT8", 4, "DT_UINT8"),
+    Datatype("UINT16", np.dtype(np.uint16), 2, "TYPE_UINT16", 17, "DT_UINT16"),
+    Datatype("UINT32", np.dtype(np.uint32), 4, "TYPE_UINT32", 22, "DT_UINT32"),
+    Datatype("UINT64", np.dtype(np.uint64), 8, "TYPE_UINT64", 23, "DT_UINT64"),
+    Datatype("INT8", np.dtype(np.int8), 1, "TYPE_INT8", 6, "DT_INT8"),
+    Datatype("INT16", np.dtype(np.int16), 2, "TYPE_INT16", 5, "DT_INT16"),
+    Datatype("INT32", np.dtype(np.int32), 4, "TYPE_INT32", 3, "DT_INT32"),
+    Datatype("INT64", np.dtype(np.int64), 8, "TYPE_INT64", 9, "DT_INT64"),
+    Datatype("FP16", np.dtype(np.float16), 2, "TYPE_FP16", 19, "DT_HALF"),
+    Datatype("FP32", np.dtype(np.float32), 4, "TYPE_FP32", 1, "DT_FLOAT"),
+    Datatype("FP64", np.dtype(np.float64), 8, "TYPE_FP64", 2, "DT_DOUBLE"),
+    Datatype("BYTES", np.dtype(np.object_), 0, "TYPE_STRING", 7, "DT_STRING"),
+    Datatype("BF16", BF16, 2, "TYPE_BF16", 14, "DT_BFLOAT16"),
+]
+DATATYPES: dict[str, Datatype] = {d.name: d for d in _TABLE}
+_BY_NUMPY: dict[np.dtype, Datatype] = {d.numpy: d for d in _TABLE}
+_BY_NUMPY[np.dtype("S")] = DATATYPES["BYTES"]
+_BY_TF: dict[int, Datatype] = {d.tf: d for d in _TABLE}
+_BY_TF_NAME: dict[str, Datatype] = {d.tf_name: d for d in _TABLE}
+_BY_TRITON: dict[str, Datatype] = {d.triton: d for d in _TABLE}
+
+
+def datatype(name: str) -> Datatype:
+    try:
+        return DATATYPES[name]
+    except KeyError:
+        raise InvalidInput(f"unknown datatype {name!r}; expected one of {', '.join(DATATYPES)}") from None
+
+
+def datatype_of(array: np.ndarray) -> Datatype:
+    kind = array.dtype
+    if kind.kind in ("S", "U", "O"):
+        return DATATYPES["BYTES"]
+    found = _BY_NUMPY.get(kind)
+    if found is None:
+        raise InvalidInput(f"numpy dtype {kind} has no V2 datatype")
+    return found
+
+
+def datatype_from_tf(code: int) -> Datatype | None:
+    return _BY_TF.get(code)
+
+
+def datatype_from_tf_name(name: str) -> Datatype | None:
+    return _BY_TF_NAME.get(name)
+
+
+def datatype_from_triton(name: str) -> Datatype | None:
+    return _BY_TRITON.get(name)
+
+
+class Tensor:
+    """A name and a numpy array; datatype and shape are derived from the data, so they never disagree."""
+
+    __slots__ = ("data", "name")
+
+    def __init__(self, name: str, data: np.ndarray) -> None:
+        self.name = name
+        self.data = data
+
+    @property
+    def datatype(self) -> str:
+        return datatype_of(self.data).name
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.data.shape)
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name!r}, {self.datatype}, {self.shape})"
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferRequest:
+    """A protocol-neutral inference request. ``deadline`` is a time.monotonic() instant, or None."""
+
+    model: str
+    inputs: list[Tensor]
+    version: str | None = None
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    signature: str | None = None
+    protocol: str = "rest"
+    deadline: float | None = None
+    received: float = field(default_factory=time.perf_counter)
+    decoded: float | None = None
+
+
+@dataclass
+class InferResponse:
+    model: str
+    version: str
+    outputs: list[Tensor]
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    requested: Mapping[str, RequestedOutput] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: Sequence[int]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def bytes_to_numpy(elements: Sequence[bytes], shape: Sequence[int]) -> np.ndarray:
+    array = np.empty(len(elements), dtype=np.object_)
+    array[:] = list(elements)
+    return array.reshape(shape)
+
+
+def element_count(shape: Sequence[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count

@@ -1,0 +1,154 @@
+"""ModelConfig: the per-model settings read from ``<store>/<model>/config.yaml``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A model's config.yaml is malformed; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VersionPolicy(_Strict):
+    """Which versions are served: the latest N (default 1), all, or a specific list."""
+
+    latest: int | None = None
+    all: bool = False
+    specific: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> VersionPolicy:
+        chosen = sum([self.latest is not None, self.all, self.specific is not None])
+        if chosen > 1:
+            raise ValueError("version_policy takes one of latest, all, specific")
+        if chosen == 0:
+            self.latest = 1
+        if self.latest is not None and self.latest < 1:
+            raise ValueError("version_policy.latest must be >= 1")
+        return self
+
+    def select(self, versions: list[int]) -> list[int]:
+        ordered = sorted(versions)
+        if self.all:
+            return ordered
+        if self.specific is not None:
+            wanted = set(self.specific)
+            return [v for v in ordered if v in wanted]
+        return ordered[-(self.latest or 1) :]
+
+    def to_triton(self) -> dict[str, Any]:
+        if self.all:
+            return {"all": {}}
+        if self.specific is not None:
+            return {"specific": {"versions": [str(v) for v in self.specific]}}
+        return {"latest": {"num_versions": self.latest or 1}}
+
+
+class Batching(_Strict):
+    """Dynamic batching: requests are stacked along dim 0 up to max_batch_size or max_queue_delay_ms."""
+
+    max_batch_size: int = Field(default=8, ge=1)
+    max_queue_delay_ms: float = Field(default=1.0, ge=0)
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+
+
+class SLA(_Strict):
+    """Latency objectives in milliseconds, as seen by the gateway."""
+
+    p50_ms: float | None = Field(default=None, gt=0)
+    p90_ms: float | None = Field(default=None, gt=0)
+    p95_ms: float | None = Field(default=None, gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+
+    def targets(self) -> dict[str, float]:
+        """objective name (p50, p99 ...) -> target in seconds."""
+        out: dict[str, float] = {}
+        for key in ("p50", "p90", "p95", "p99"):
+            value = getattr(self, f"{key}_ms")
+            if value is not None:
+                out[key] = value / 1000.0
+        return out
+
+
+class Warmup(_Strict):
+    """Requests run before a version turns READY; synthetic inputs from the signature unless samples exist."""
+
+    enabled: bool = True
+    requests: int = Field(default=2, ge=0)
+    batch_size: int = Field(default=1, ge=1)
+
+
+class Verify(_Strict):
+    """Tolerances for golden samples (written by ``tensorgate export``) and whether to check them at load."""
+
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    on_load: bool = True
+
+
+class TensorOverride(_Strict):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelConfig(_Strict):
+    """Everything a model's config.yaml may say; every field is optional."""
+
+    runtime: Literal["onnx", "torch_export", "torch_aoti", "tf_savedmodel"] | None = None
+    version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    version_labels: dict[str, int] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    max_batch_size: int | None = Field(default=None, ge=0)
+    batching: Batching | None = None
+    instances: int = Field(default=2, ge=1)
+    max_queue_size: int = Field(default=256, ge=1)
+    timeout_ms: float | None = Field(default=None, gt=0)
+    sla: SLA = Field(default_factory=SLA)
+    warmup: Warmup = Field(default_factory=Warmup)
+    verify: Verify = Field(default_factory=Verify)
+    inputs: list[TensorOverride] | None = None
+    outputs: list[TensorOverride] | None = None
+    source: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("version_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, int]) -> dict[str, int]:
+        for label in value:
+            if not label or "/" in label or ":" in label or label.isdigit():
+                raise ValueError(f"version label {label!r} must be a non-numeric name without '/' or ':'")
+        return value
+
+    @classmethod
+    def parse(cls, text: str | bytes | None, where: str = "config.yaml") -> ModelConfig:
+        """Parse YAML (or JSON) text; ConfigError names the file and the offending field."""
+        if text is None:
+            return cls()
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+        return cls.from_dict(data, where)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> ModelConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"{where}: {problems}") from exc
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)
