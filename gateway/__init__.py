@@ -1,1 +1,3 @@
+"""tensorgate: one serving gateway for ONNX Runtime, TensorFlow SavedModel and PyTorch .pt2 models."""
 
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The gRPC front end: inference.GRPCInferenceService, TF Serving's services, health and reflection."""

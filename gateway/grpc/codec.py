@@ -1,0 +1,161 @@
+"""V2 gRPC codec: ModelInferRequest/Response <-> InferRequest/InferResponse (zero-copy raw contents)."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import InvalidInput
+from gateway.grpc.protos import service_pb2
+from gateway.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
+
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def param_value(p: Any) -> Any:
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
+
+
+def set_param(target: Any, value: Any) -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.int64_param = value
+    elif isinstance(value, float):
+        target.double_param = value
+    else:
+        target.string_param = str(value)
+
+
+def decode_request(msg: Any, deadline: float | None) -> InferRequest:
+    received = time.perf_counter()
+    raw = msg.raw_input_contents
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries for {len(msg.inputs)} inputs; send all inputs raw or none"
+        )
+    tensors: list[Tensor] = []
+    for i, inp in enumerate(msg.inputs):
+        name, datatype, shape = inp.name, inp.datatype, list(inp.shape)
+        if datatype not in DATATYPES:
+            raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"input {name!r}: shape {shape} has a negative dimension")
+        if "shared_memory_region" in inp.parameters:
+            raise InvalidInput(f"input {name!r}: shared memory is not supported by this server")
+        count = element_count(shape)
+        if raw:
+            array = _from_raw(raw[i], name, datatype, shape, count)
+        else:
+            array = _from_contents(inp.contents, name, datatype, shape, count)
+        tensors.append(Tensor(name, array))
+    outputs = None
+    if msg.outputs:
+        outputs = [
+            RequestedOutput(o.name, {k: param_value(v) for k, v in o.parameters.items()}) for o in msg.outputs
+        ]
+    params = {k: param_value(v) for k, v in msg.parameters.items()}
+    request = InferRequest(
+        model=msg.model_name,
+        version=msg.model_version or None,
+        id=msg.id or None,
+        inputs=tensors,
+        outputs=outputs,
+        parameters=params,
+        protocol="grpc",
+        deadline=deadline,
+        received=received,
+    )
+    timeout = params.get("timeout")
+    if isinstance(timeout, int) and timeout > 0:
+        own = time.monotonic() + timeout / 1e6
+        request.deadline = own if deadline is None else min(deadline, own)
+    return request
+
+
+def _from_raw(buf: bytes, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
+    if datatype == "BYTES":
+        return unpack_bytes(buf, name, shape, count)
+    dt = DATATYPES[datatype]
+    if len(buf) != count * dt.size:
+        raise InvalidInput(
+            f"input {name!r}: {len(buf)} bytes of {datatype} data, shape {shape} needs {count * dt.size} bytes"
+        )
+    array = np.frombuffer(buf, dtype=dt.numpy).reshape(shape)
+    if datatype == "BOOL":
+        array = array.view(np.uint8).astype(np.bool_)
+    return array
+
+
+def _from_contents(contents: Any, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInput(f"input {name!r}: {datatype} must be sent in raw_input_contents")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise InvalidInput(f"input {name!r}: {len(values)} values in {field}, shape {shape} needs {count}")
+    if datatype == "BYTES":
+        out = np.empty(count, dtype=np.object_)
+        out[:] = list(values)
+        return out.reshape(shape)
+    return np.asarray(values, dtype=DATATYPES[datatype].numpy).reshape(shape)
+
+
+def unpack_bytes(buf: bytes, name: str, shape: list[int], count: int) -> np.ndarray:
+    out = np.empty(count, dtype=np.object_)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(buf):
+            raise InvalidInput(f"input {name!r}: BYTES data ends after {i} of {count} elements")
+        (length,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + length > len(buf):
+            raise InvalidInput(f"input {name!r}: BYTES element {i} runs past the end of the data")
+        out[i] = bytes(buf[pos : pos + length])
+        pos += length
+    if pos != len(buf):
+        raise InvalidInput(f"input {name!r}: {len(buf) - pos} bytes left over after {count} BYTES elements")
+    return out.reshape(shape)
+
+
+def pack(array: np.ndarray) -> bytes:
+    if array.dtype == np.object_ or array.dtype.kind in ("S", "U"):
+        parts = []
+        for item in array.reshape(-1):
+            b = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            parts.append(struct.pack("<I", len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    return np.ascontiguousarray(array).tobytes()
+
+
+def encode_response(response: InferResponse) -> Any:
+    msg = service_pb2.ModelInferResponse(
+        model_name=response.model, model_version=response.version, id=response.id or ""
+    )
+    for tensor in response.outputs:
+        out = msg.outputs.add()
+        out.name = tensor.name
+        out.datatype = tensor.datatype
+        out.shape.extend(tensor.data.shape)
+        msg.raw_output_contents.append(pack(tensor.data))
+    for key, value in response.parameters.items():
+        set_param(msg.parameters[key], value)
+    return msg

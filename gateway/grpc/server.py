@@ -1,0 +1,54 @@
+"""start_grpc: the grpc.aio server with the V2 service, TF Serving services (loaded on first call), health,
+reflection, message-size limits and keepalive settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.dataplane import DataPlane
+from gateway.grpc.health import HealthServicer
+from gateway.grpc.protos import service_pb2, service_pb2_grpc
+from gateway.grpc.v2 import InferenceServicer
+from gateway.settings import Settings
+
+log = logging.getLogger("tensorgate.grpc")
+
+
+async def start_grpc(dataplane: DataPlane, settings: Settings) -> tuple[Any, int]:
+    options = [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.grpc_keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+    handlers = []
+    try:
+        from gateway.grpc.tfserving import TFServingHandler
+
+        handlers.append(TFServingHandler(dataplane))
+    except ImportError as exc:
+        log.warning("TF Serving gRPC API disabled: %s", exc)
+    server = grpc.aio.server(options=options, handlers=handlers or None)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
+    names = (
+        service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    host = settings.host
+    address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind gRPC to {address}")
+    await server.start()
+    return server, port

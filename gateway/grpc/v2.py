@@ -1,0 +1,134 @@
+"""inference.GRPCInferenceService: the V2 gRPC servicer, a thin adapter over the DataPlane."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError, ModelNotReady
+from gateway.grpc.codec import decode_request, encode_response, set_param
+from gateway.grpc.protos import model_config_pb2, service_pb2, service_pb2_grpc
+from gateway.grpc.status import abort, deadline_of
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _errors(fn: F) -> F:
+    """GatewayError -> the gRPC status from the one error table."""
+
+    @wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await fn(self, request, context)
+        except GatewayError as exc:
+            await abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dp = dataplane
+
+    @_errors
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=self.dp.live())
+
+    @_errors
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=self.dp.ready())
+
+    @_errors
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        self.dp.router.entry(request.name)
+        return service_pb2.ModelReadyResponse(
+            ready=self.dp.model_ready(request.name, request.version or None)
+        )
+
+    @_errors
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerMetadataResponse(**self.dp.server_metadata())
+
+    @_errors
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        meta = self.dp.model_metadata(request.name, request.version or None)
+        msg = service_pb2.ModelMetadataResponse(
+            name=meta.name, versions=meta.versions, platform=meta.platform
+        )
+        for src, dst in ((meta.inputs, msg.inputs), (meta.outputs, msg.outputs)):
+            for t in src:
+                dst.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+        return msg
+
+    @_errors
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        config = self.dp.model_config(request.name, request.version or None)
+        proto = json_format.ParseDict(config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+        return service_pb2.ModelConfigResponse(config=proto)
+
+    @_errors
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        stats = self.dp.statistics(request.name or None, request.version or None)
+        return json_format.ParseDict(
+            {"model_stats": stats}, service_pb2.ModelStatisticsResponse(), ignore_unknown_fields=True
+        )
+
+    @_errors
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        msg = service_pb2.RepositoryIndexResponse()
+        for row in self.dp.repository_index(request.ready):
+            msg.models.add(**row)
+        return msg
+
+    @_errors
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        params = {k: v.WhichOneof("parameter_choice") and getattr(v, v.WhichOneof("parameter_choice"))
+                  for k, v in request.parameters.items()}  # fmt: skip
+        await self.dp.load(request.model_name, params)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @_errors
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self.dp.unload(request.model_name)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    @_errors
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        req = decode_request(request, deadline_of(context))
+        return await self.dp.infer(req, encode_response)
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        async for request in request_iterator:
+            try:
+                req = decode_request(request, deadline_of(context))
+                response = await self.dp.infer(req, encode_response)
+                set_param(response.parameters["triton_final_response"], True)
+                yield service_pb2.ModelStreamInferResponse(infer_response=response)
+            except GatewayError as exc:
+                yield service_pb2.ModelStreamInferResponse(
+                    error_message=exc.message,
+                    infer_response=service_pb2.ModelInferResponse(
+                        model_name=request.model_name, id=request.id
+                    ),
+                )
+
+    async def _unsupported(self, request: Any, context: Any) -> Any:
+        await abort(context, _SharedMemory())
+
+    SystemSharedMemoryStatus = SystemSharedMemoryRegister = SystemSharedMemoryUnregister = _unsupported
+    CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _unsupported
+
+
+class _SharedMemory(GatewayError):
+    http_status = 501
+    code = "UNIMPLEMENTED"
+
+    def __init__(self) -> None:
+        super().__init__("shared memory is not supported by this server")
+
+
+__all__ = ["InferenceServicer", "ModelNotReady"]

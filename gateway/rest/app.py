@@ -1,0 +1,45 @@
+"""create_app: the FastAPI application with the V2, TF Serving and /metrics routes and the error handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError
+from gateway.rest import metrics as metrics_routes
+from gateway.rest import tfserving, v2
+from gateway.rest.responses import error_response
+from gateway.settings import Settings
+
+
+def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
+    app = FastAPI(title="tensorgate", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.dataplane = dataplane
+    app.state.settings = settings
+    app.include_router(v2.router)
+    app.include_router(tfserving.router)
+    app.include_router(metrics_routes.router)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        if request.url.path.startswith("/v1/"):
+            return error_response(exc.message, tfserving.status_for(exc))
+        return error_response(exc.message, exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        return error_response(message, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(f"invalid request: {exc.errors()}", 400)
+
+    return app

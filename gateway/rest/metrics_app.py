@@ -1,0 +1,15 @@
+"""A tiny app serving only /metrics, for a dedicated metrics port (Triton's :8002 habit)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.dataplane import DataPlane
+from gateway.rest import metrics as metrics_routes
+
+
+def create_metrics_app(dataplane: DataPlane) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.dataplane = dataplane
+    app.include_router(metrics_routes.router)
+    return app

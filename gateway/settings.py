@@ -1,0 +1,34 @@
+"""Settings: every server option, from the command line or TENSORGATE_* environment variables (the only env reader)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """``tensorgate serve`` options; each has an env-var twin, e.g. TENSORGATE_HTTP_PORT."""
+
+    model_config = SettingsConfigDict(env_prefix="TENSORGATE_", extra="ignore")
+
+    store: str = "./models"
+    host: str = "0.0.0.0"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(default=8001, ge=-1, le=65535)  # -1 disables gRPC
+    metrics_port: int = Field(default=-1, ge=-1, le=65535)  # -1: /metrics on the HTTP port only
+    model_control: Literal["poll", "explicit", "none"] = "poll"
+    poll_interval: float = Field(default=5.0, ge=0)
+    load_models: list[str] = Field(default_factory=list)
+    max_request_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    grpc_max_message_bytes: int = Field(default=256 * 1024 * 1024, ge=4 * 1024 * 1024)
+    grpc_keepalive_time_ms: int = 30_000
+    grpc_keepalive_timeout_ms: int = 10_000
+    grace_period: float = Field(default=30.0, ge=0)
+    shutdown_delay: float = Field(default=0.0, ge=0)
+    cache_dir: str | None = None
+    port_file: str | None = None
+    log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    load_threads: int = Field(default=2, ge=1)
