@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 
@@ -55,6 +57,7 @@ class OnnxRuntime(Runtime):
         self._signature: Signature | None = None
         self._device = "cpu"
         self._string_inputs: set[str] = set()
+        self._bf16 = False
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
         model_path = Path(path) / self.artifact
@@ -104,6 +107,7 @@ class OnnxRuntime(Runtime):
             TensorSpec(o.name, _datatype(o.type, o.name), _dims(o.shape)) for o in session.get_outputs()
         )
         self._string_inputs = {s.name for s in inputs if s.datatype == "BYTES"}
+        self._bf16 = any(s.datatype == "BF16" for s in (*inputs, *outputs))
         self._signature = Signature(inputs=inputs, outputs=outputs)
         self._session = session
 
@@ -134,6 +138,8 @@ class OnnxRuntime(Runtime):
                 )
             feed[name] = array
         names = list(outputs) if outputs else None
+        if self._bf16:
+            return self._infer_bf16(session, feed, names)
         try:
             results = session.run(names, feed)
         except Exception as exc:
@@ -149,6 +155,33 @@ class OnnxRuntime(Runtime):
                 arr = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(arr)
             result[name] = arr
         return result
+
+    def _infer_bf16(
+        self, session: ort.InferenceSession, feed: dict[str, np.ndarray], names: list[str] | None
+    ) -> dict[str, np.ndarray]:
+        """numpy has no bfloat16 that ONNX Runtime's Python API accepts: go through OrtValues and raw bytes."""
+        values = {}
+        for name, array in feed.items():
+            if array.dtype.name == "bfloat16":
+                values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    np.ascontiguousarray(array).view(np.uint16), 16
+                )
+            else:
+                values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+        out_names = names or [o.name for o in self.signatures()["serving_default"].outputs]
+        try:
+            results = session.run_with_ort_values(out_names, values)
+        except Exception as exc:
+            raise RuntimeInputError(f"ONNX Runtime rejected the inputs: {exc}") from exc
+        out: dict[str, np.ndarray] = {}
+        for name, value in zip(out_names, results, strict=True):
+            if value.data_type() == "tensor(bfloat16)":
+                count = int(np.prod(value.shape()))
+                raw = (ctypes.c_uint16 * count).from_address(value.data_ptr())
+                out[name] = np.array(raw, dtype=np.uint16).view(ml_dtypes.bfloat16).reshape(value.shape())
+            else:
+                out[name] = value.numpy()
+        return out
 
     def unload(self) -> None:
         self._session = None

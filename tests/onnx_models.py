@@ -1,0 +1,111 @@
+"""Small ONNX models built with onnx.helper (no torch needed): a dense layer, identities per datatype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+_ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+    "BF16": TensorProto.BFLOAT16,
+}
+
+
+def dense_weights(n_in: int = 16, n_out: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_in, n_out)).astype(np.float32), rng.standard_normal(n_out).astype(
+        np.float32
+    )
+
+
+def dense_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0) -> Path:
+    """y = x @ W + b on x [batch, n_in] FP32, batch dynamic; input "x", output "y"."""
+    w, b = dense_weights(n_in, n_out, seed)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n_out])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    return _save(graph, path)
+
+
+def two_io_model(path: Path) -> Path:
+    """Two inputs a, b [batch, 4] FP32 -> sum [batch, 4] FP32 and prod [batch, 4] FP32."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Mul", ["a", "b"], ["prod"])],
+        "two_io",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in ("a", "b")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in ("sum", "prod")],
+    )
+    return _save(graph, path)
+
+
+def identity_model(path: Path, datatype: str) -> Path:
+    """input [batch, -1] of ``datatype`` -> output, unchanged."""
+    kind = _ONNX_TYPES[datatype]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        f"identity_{datatype.lower()}",
+        [helper.make_tensor_value_info("input", kind, ["batch", "n"])],
+        [helper.make_tensor_value_info("output", kind, ["batch", "n"])],
+    )
+    return _save(graph, path)
+
+
+def fixed_model(path: Path) -> Path:
+    """No batch dimension: x [3] FP32 -> y = 2x [3]."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")],
+    )
+    return _save(graph, path)
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+IDENTITY_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+                  "FP32", "FP64", "BYTES", "BF16"]  # fmt: skip
+
+
+def build_store(root: Path) -> Path:
+    """The ONNX test store: dense (v1, v2 with other weights), two_io, fixed, identity_<type> for each type."""
+    dense_model(root / "dense" / "1" / "model.onnx", seed=0)
+    dense_model(root / "dense" / "2" / "model.onnx", seed=1)
+    (root / "dense" / "config.yaml").write_text("version_policy: {all: true}\nsla: {p99_ms: 20, p50_ms: 5}\n")
+    two_io_model(root / "two_io" / "1" / "model.onnx")
+    fixed_model(root / "fixed" / "1" / "model.onnx")
+    for dt in IDENTITY_TYPES:
+        identity_model(root / f"identity_{dt.lower()}" / "1" / "model.onnx", dt)
+    broken = root / "broken" / "1"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "model.onnx").write_bytes(b"this is not an onnx file")
+    return root
