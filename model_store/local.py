@@ -10,7 +10,7 @@ from model_store.base import CONFIG_FILE, StoreError, StoreUnavailable, check_mo
 
 
 class LocalStore:
-    """``<root>/<model>/config.yaml`` and ``<root>/<model>/<version>/<artifact>``; nothing may point outside root."""
+    """``<root>/<model>/config.yaml`` and ``<root>/<model>/<version>/<artifact>``; nothing may leave root."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -61,7 +61,7 @@ class LocalStore:
     def _version_dir(self, model: str, version: int) -> Path:
         folder = self._model_dir(model)
         for child in folder.iterdir() if folder.is_dir() else []:
-            if parse_version(child.name) == version and child.is_dir():
+            if parse_version(child.name) == version and child.is_dir() and any(child.iterdir()):
                 return self._inside(child)
         raise StoreError(f"model {model!r} has no version {version} in {self.root}")
 
@@ -84,11 +84,14 @@ class LocalStore:
 
     def fetch(self, model: str, version: int) -> Path:
         path = self._version_dir(model, version)
-        for dirpath, _dirs, files in os.walk(path):
-            for name in files:
+        for dirpath, dirs, files in os.walk(path):
+            for name in dirs + files:  # os.walk does not follow linked folders: check them too
                 self._inside(Path(dirpath) / name)
         return path
 
     def read_file(self, model: str, relpath: str) -> bytes | None:
-        path = self._inside(self._model_dir(model) / relpath)
+        folder = self._model_dir(model)
+        path = self._inside(folder / relpath)
+        if folder not in path.parents:
+            raise StoreError(f"{relpath!r} resolves outside the folder of model {model!r}")
         return path.read_bytes() if path.is_file() else None
