@@ -1,0 +1,50 @@
+# tensorgate — `make serve` (set up + serve the demo store) and `make test` (set up + the whole suite).
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STORE  ?= demo_store
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+
+.PHONY: serve test venv tools demo lint unit perf-analyzer clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing tensorgate with every runtime into $(VENV) (first time: a few minutes)"
+	$(PY) -m pip install -q --disable-pip-version-check -U pip wheel
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[all,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# System tools the tests drive for real: promtool/prometheus, chromium, perf_analyzer (own venv), node packages.
+tools: venv
+	@bash deploy/install-tools.sh
+	@bash bench/install-browser.sh
+	@bash bench/setup-perf-analyzer.sh >/dev/null
+
+demo: venv
+	$(VENV)/bin/tensorgate demo --store $(STORE)
+
+serve: demo
+	$(VENV)/bin/tensorgate serve --store $(STORE) --host 0.0.0.0 --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+lint: venv
+	$(VENV)/bin/ruff check gateway runtimes model_store tests bench
+	$(VENV)/bin/ruff format --check gateway runtimes model_store tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: venv
+	$(PY) -m pytest -q
+
+test: venv tools lint
+	$(PY) -m pytest -q --durations=15
+
+perf-analyzer:
+	@bash bench/setup-perf-analyzer.sh
+
+clean:
+	rm -rf $(VENV) .tools $(STORE) .mypy_cache .ruff_cache .pytest_cache
