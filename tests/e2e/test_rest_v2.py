@@ -34,9 +34,7 @@ def test_health_and_server_metadata(client: th.InferenceServerClient, server: Se
     assert httpx.get(f"{server.http_url}/v2/health/live").json() == {"live": True}
     meta = client.get_server_metadata()
     assert meta["name"] == "tensorgate"
-    assert {"binary_tensor_data", "model_repository", "statistics", "model_configuration"} <= set(
-        meta["extensions"]
-    )
+    assert {"binary_tensor_data", "model_repository", "statistics", "model_configuration"} <= set(meta["extensions"])
 
 
 def test_model_metadata_and_ready(client: th.InferenceServerClient) -> None:
@@ -121,9 +119,7 @@ def _sample(datatype: str) -> np.ndarray:
     if datatype == "BOOL":
         return rng.integers(0, 2, (2, 3)).astype(bool)
     if datatype == "BYTES":
-        return np.array(
-            [[b"a", b"", "\u00e9t\u00e9".encode()], [b"\x00\x01", b"xyz", b"q"]], dtype=np.object_
-        )
+        return np.array([[b"a", b"", "\u00e9t\u00e9".encode()], [b"\x00\x01", b"xyz", b"q"]], dtype=np.object_)
     if datatype == "BF16":
         return rng.standard_normal((2, 3)).astype(ml_dtypes.bfloat16)
     dtype = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}.get(datatype)
@@ -272,9 +268,7 @@ def test_statistics_have_every_field_perf_analyzer_reads(client: th.InferenceSer
     ):
         assert set(stats[key]) == {"count", "ns"}
     assert stats["queue"]["count"] == before["inference_stats"]["queue"]["count"] + 1
-    assert (
-        stats["compute_input"]["count"] == stats["compute_infer"]["count"] == stats["compute_output"]["count"]
-    )
+    assert stats["compute_input"]["count"] == stats["compute_infer"]["count"] == stats["compute_output"]["count"]
     assert after["inference_count"] >= 1 and after["execution_count"] >= 1
     everything = client.get_inference_statistics()["model_stats"]
     assert {s["name"] for s in everything} >= {"dense", "two_io"}
@@ -318,9 +312,7 @@ BAD_REQUESTS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("case", "path", "doc", "status", "needle"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
-)
+@pytest.mark.parametrize(("case", "path", "doc", "status", "needle"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
 def test_bad_input_gets_clear_4xx(
     server: ServerProcess, case: str, path: str, doc: dict[str, object], status: int, needle: str
 ) -> None:
@@ -335,9 +327,7 @@ def test_malformed_json_and_bad_header_length(server: ServerProcess) -> None:
     assert resp.status_code == 400 and "malformed JSON" in resp.json()["error"]
     resp = _post(server, "/v2/models/dense/infer", content=b"[1, 2]")
     assert resp.status_code == 400 and "JSON object" in resp.json()["error"]
-    resp = _post(
-        server, "/v2/models/dense/infer", content=b"{}", headers={"Inference-Header-Content-Length": "500"}
-    )
+    resp = _post(server, "/v2/models/dense/infer", content=b"{}", headers={"Inference-Header-Content-Length": "500"})
     assert resp.status_code == 400 and "Inference-Header-Content-Length" in resp.json()["error"]
     head = orjson.dumps({"inputs": [{**_GOOD, "data": None, "parameters": {"binary_data_size": 64}}]})
     resp = _post(
@@ -362,9 +352,7 @@ def test_unknown_route_is_json_404(server: ServerProcess) -> None:
 
 
 def test_body_over_limit_is_413(onnx_store: Path, tmp_path: Path) -> None:
-    small = ServerProcess(
-        onnx_store, tmp_path, ["--poll-interval", "0", "--max-request-bytes", "2048"]
-    ).start()
+    small = ServerProcess(onnx_store, tmp_path, ["--poll-interval", "0", "--max-request-bytes", "2048"]).start()
     try:
         doc = orjson.dumps({"inputs": [{**_GOOD, "shape": [100, 16], "data": [0.5] * 1600}]})
         resp = httpx.post(f"{small.http_url}/v2/models/dense/infer", content=doc)
@@ -381,9 +369,7 @@ def test_body_over_limit_is_413(onnx_store: Path, tmp_path: Path) -> None:
 
 
 def test_repository_load_and_unload(onnx_store: Path, tmp_path: Path) -> None:
-    proc = ServerProcess(
-        onnx_store, tmp_path, ["--model-control", "explicit", "--load-model", "dense"]
-    ).start()
+    proc = ServerProcess(onnx_store, tmp_path, ["--model-control", "explicit", "--load-model", "dense"]).start()
     try:
         client = th.InferenceServerClient(proc.http)
         assert client.is_model_ready("dense")
