@@ -22,16 +22,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         choices=["poll", "explicit", "none"],
         help="poll: follow the store; none: load once; explicit: only the repository API loads (default poll)",
     )
-    p.add_argument(
-        "--poll-interval", type=float, help="seconds between store polls, 0 = load once (default 5)"
-    )
+    p.add_argument("--poll-interval", type=float, help="seconds between store polls, 0 = load once (default 5)")
     p.add_argument("--load-model", action="append", dest="load_models", help="explicit mode: load at startup")
     p.add_argument("--max-request-bytes", type=int, help="largest accepted request body (413 beyond)")
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest gRPC message in either direction")
     p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")
-    p.add_argument(
-        "--shutdown-delay", type=float, help="seconds to stay up not-ready before closing listeners"
-    )
+    p.add_argument("--shutdown-delay", type=float, help="seconds to stay up not-ready before closing listeners")
     p.add_argument("--cache-dir", help="where S3 versions are downloaded")
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
     p.add_argument("--log-level", help="debug, info, warning, error")
@@ -43,9 +39,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import run
     from gateway.settings import Settings
 
-    overrides: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None
-    }
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
     settings = Settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
     run(settings)

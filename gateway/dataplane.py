@@ -141,11 +141,7 @@ class DataPlane:
             "instance_group": [{"name": name, "kind": "KIND_CPU", "count": cfg.instances}],
             "default_model_filename": _artifact(model),
             "parameters": {
-                **{
-                    f"sla.{k}": {"string_value": str(v)}
-                    for k, v in cfg.sla.model_dump().items()
-                    if v is not None
-                },
+                **{f"sla.{k}": {"string_value": str(v)} for k, v in cfg.sla.model_dump().items() if v is not None},
                 "runtime": {"string_value": model.format},
             },
         }
@@ -223,9 +219,7 @@ class DataPlane:
         except Exception as exc:
             log.exception("unexpected failure serving %s", request.model)
             self._record_failure(model, protocol, "INTERNAL", request.received)
-            raise InferenceFailed(
-                f"internal error serving {request.model!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise InferenceFailed(f"internal error serving {request.model!r}: {type(exc).__name__}: {exc}") from exc
         now = time.perf_counter()
         total = now - request.received
         overhead = max(total - queue - compute, 0.0)
@@ -245,9 +239,7 @@ class DataPlane:
         deadline: float | None,
     ) -> tuple[dict[str, np.ndarray], float, float]:
         if model.batcher is not None:
-            result: tuple[dict[str, np.ndarray], float, float] = await model.batcher.submit(
-                inputs, outputs, deadline
-            )
+            result: tuple[dict[str, np.ndarray], float, float] = await model.batcher.submit(inputs, outputs, deadline)
             return result
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
@@ -303,9 +295,7 @@ def _signature(model: LoadedModel, name: str | None = None) -> Signature:
         return runtime.signature(name)
     except KeyError:
         names = sorted(runtime.signatures())
-        raise InvalidInput(
-            f"model {model.name!r} has no signature {name!r}; available: {', '.join(names)}"
-        ) from None
+        raise InvalidInput(f"model {model.name!r} has no signature {name!r}; available: {', '.join(names)}") from None
 
 
 def _artifact(model: LoadedModel) -> str:
@@ -313,9 +303,7 @@ def _artifact(model: LoadedModel) -> str:
     return getattr(runtime, "artifact", "") if runtime is not None else ""
 
 
-def validate(
-    model: LoadedModel, request: InferRequest
-) -> tuple[str | None, dict[str, np.ndarray], list[str]]:
+def validate(model: LoadedModel, request: InferRequest) -> tuple[str | None, dict[str, np.ndarray], list[str]]:
     """Check names, datatypes and shapes against the signature once; -1 dims are free."""
     sig = _signature(model, request.signature)
     inputs: dict[str, np.ndarray] = {}
@@ -335,9 +323,7 @@ def validate(
                 f"input {tensor.name!r} has datatype {datatype}, expected {spec.datatype} for model {model.name!r}"
             )
         shape = data.shape
-        if len(shape) != len(spec.shape) or any(
-            e != -1 and e != d for e, d in zip(spec.shape, shape, strict=False)
-        ):
+        if len(shape) != len(spec.shape) or any(e != -1 and e != d for e, d in zip(spec.shape, shape, strict=False)):
             raise InvalidInput(
                 f"input {tensor.name!r} has shape {list(shape)}, expected {list(spec.shape)} "
                 f"(-1 is any size) for model {model.name!r}"
@@ -387,9 +373,7 @@ def apply_classification(response: InferResponse) -> None:
         try:
             k = int(k_raw)
         except (TypeError, ValueError):
-            raise InvalidInput(
-                f"output {tensor.name!r}: classification must be an integer, got {k_raw!r}"
-            ) from None
+            raise InvalidInput(f"output {tensor.name!r}: classification must be an integer, got {k_raw!r}") from None
         if k < 1:
             raise InvalidInput(f"output {tensor.name!r}: classification must be >= 1, got {k}")
         data = np.asarray(tensor.data)

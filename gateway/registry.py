@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.batcher import Batcher
 from gateway.errors import InvalidInput, ModelNotFound, Unsupported
 from gateway.metrics import Metrics
 from gateway.stats import ModelStats
@@ -191,9 +192,7 @@ class ModelRegistry:
         entry.config = config
         entry.versions.pop(0, None) if 0 not in versions else None
         if not desired and not entry.ready_versions():
-            log.warning(
-                "model %s has no version to serve in the store (policy %s)", name, config.version_policy
-            )
+            log.warning("model %s has no version to serve in the store (policy %s)", name, config.version_policy)
         loads = []
         for version in desired:
             current = entry.versions.get(version)
@@ -225,9 +224,7 @@ class ModelRegistry:
                 continue
             await self._unload_version(entry, model)
 
-    async def _load_version(
-        self, entry: ModelEntry, version: int, fingerprint: str, config: ModelConfig
-    ) -> None:
+    async def _load_version(self, entry: ModelEntry, version: int, fingerprint: str, config: ModelConfig) -> None:
         name = entry.name
         previous = entry.versions.get(version)
         model = LoadedModel(name, version, config, fingerprint=fingerprint)
@@ -282,6 +279,23 @@ class ModelRegistry:
         model.executor = ThreadPoolExecutor(
             max_workers=model.config.instances, thread_name_prefix=f"tg-{model.name}-{model.version}"
         )
+        batching = model.config.batching
+        if batching is not None and model.signature.batched:
+            metrics, stats, labels = self.metrics, model.stats, (model.name, str(model.version), fmt)
+
+            def on_batch(requests: int, rows: int, seconds: float) -> None:
+                metrics.observe_batch(labels, requests)
+                stats.record_execution(rows, seconds)
+
+            model.batcher = Batcher(
+                runtime,
+                model.executor,
+                instances=model.config.instances,
+                max_batch_size=batching.max_batch_size,
+                max_queue_delay_ms=batching.max_queue_delay_ms,
+                preferred_batch_sizes=batching.preferred_batch_sizes,
+                on_batch=on_batch,
+            )
         try:
             if self.warmup_hook is not None:
                 self.warmup_hook(model)
@@ -297,9 +311,7 @@ class ModelRegistry:
             try:
                 await asyncio.wait_for(model.drained.wait(), timeout=self.drain_timeout)
             except TimeoutError:
-                log.warning(
-                    "%s v%s: %d requests still running after drain", model.name, model.version, model.pending
-                )
+                log.warning("%s v%s: %d requests still running after drain", model.name, model.version, model.pending)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._load_pool, self._close_blocking, model)
         self.metrics.set_state(model.name, str(model.version), model.format, None)
@@ -335,9 +347,7 @@ class ModelRegistry:
     async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
         check_name(name)
         if parameters and any(k.startswith("file:") for k in parameters):
-            raise Unsupported(
-                "loading model files through the repository API is not supported; use the store"
-            )
+            raise Unsupported("loading model files through the repository API is not supported; use the store")
         self._pinned_unloaded.discard(name)
         await self.sync(only=[name])
         entry = self.models.get(name)

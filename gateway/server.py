@@ -144,9 +144,7 @@ class Server:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        log.info(
-            "shutting down: not ready, draining in-flight requests (grace %.0fs)", self.settings.grace_period
-        )
+        log.info("shutting down: not ready, draining in-flight requests (grace %.0fs)", self.settings.grace_period)
         self.dataplane.draining = True
         if self.settings.shutdown_delay:
             await asyncio.sleep(self.settings.shutdown_delay)
