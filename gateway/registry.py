@@ -204,9 +204,9 @@ class ModelRegistry:
                 and current.state in (READY, LOADING)
             ):
                 continue
-            if current is not None and current.state == UNAVAILABLE and current.fingerprint == fingerprint:
-                if not config_changed:
-                    continue  # failed before, unchanged since: do not retry every poll
+            failed_before = current is not None and current.state == UNAVAILABLE and current.fingerprint == fingerprint
+            if failed_before and not config_changed:
+                continue  # failed before, unchanged since: do not retry every poll
             loads.append(self._load_version(entry, version, fingerprint, config))
         if loads:
             await asyncio.gather(*loads)
