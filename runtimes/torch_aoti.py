@@ -1,0 +1,128 @@
+"""TorchAOTIRuntime: serves an AOTInductor package (``model.pt2`` plus its ``signature.json`` sidecar).
+
+Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads``. The CPU kernels' OpenMP team size is
+fixed when the package is compiled (inductor's ``cpp.threads``, by default the compiling machine's cores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+from torch._inductor.package import load_package
+
+from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
+from runtimes.pt2_signature import SIDECAR, PT2Signature
+from runtimes.torch_tensor import to_numpy, to_torch
+from runtimes.torch_threads import apply_thread_options
+
+
+class TorchAOTIRuntime(Runtime):
+    """An AOTInductor package loaded with ``torch._inductor`` (``aoti_load_package``'s loader) and run directly.
+
+    The package cannot tell its own signature reliably, so the exporter writes ``signature.json`` beside
+    ``model.pt2`` (schema in ``runtimes.pt2_signature``): names, V2 datatypes, dims and the exported range of each
+    dynamic dim. Inputs are checked against it before the compiled code runs (the compiled code itself does not
+    check the batch range), raising RuntimeInputError naming the input.
+
+    Options:
+      ``device``: ``cpu`` (default), ``cuda`` or ``cuda:<n>``; the package must have been compiled for that device
+      kind, and CUDA must be available, else RuntimeLoadError.
+      ``num_runners``: model instances in the package's container (concurrent calls beyond it wait; default 1).
+      ``inputs`` / ``outputs``: config overrides, as for ``TorchExportRuntime``.
+      ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide).
+    """
+
+    format = "torch_aoti"
+    platform = "torch_aoti"
+    artifact = "model.pt2"
+
+    def __init__(self) -> None:
+        self._loader: Any = None
+        self._sig: PT2Signature | None = None
+        self._signature: Signature | None = None
+        self._device = "cpu"
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def load(self, path: Path, options: Mapping[str, Any]) -> None:
+        file = Path(path) / self.artifact
+        sidecar = Path(path) / SIDECAR
+        if not file.is_file():
+            raise RuntimeLoadError(f"{file} does not exist")
+        if not sidecar.is_file():
+            raise RuntimeLoadError(
+                f"{sidecar} is missing: an AOTInductor package needs the signature sidecar written by "
+                "`tensorgate export`"
+            )
+        sig = PT2Signature.read(sidecar).overridden(options.get("inputs"), options.get("outputs"))
+        device = str(options.get("device", "cpu"))
+        kind, _, index_text = device.partition(":")
+        if kind not in ("cpu", "cuda") or (index_text and not index_text.isdigit()) or (kind == "cpu" and index_text):
+            raise RuntimeLoadError(f"options.device={device!r}: expected cpu, cuda or cuda:<n>")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise RuntimeLoadError(
+                f"{file}: options.device={device!r} but CUDA is not available to torch {torch.__version__} here"
+            )
+        if sig.device != kind:
+            raise RuntimeLoadError(
+                f"{file} was compiled for {sig.device!r} and cannot run on {device!r}: compile a package for "
+                f"{kind} with `tensorgate export` on a machine that has it"
+            )
+        num_runners = options.get("num_runners", 1)
+        if isinstance(num_runners, bool) or not isinstance(num_runners, int) or num_runners < 1:
+            raise RuntimeLoadError(f"option num_runners must be a positive integer, got {num_runners!r}")
+        apply_thread_options(options, str(path))
+        try:
+            compiled = load_package(
+                str(file), num_runners=num_runners, device_index=int(index_text) if index_text else -1
+            )
+        except Exception as exc:
+            built = f" (compiled by torch {sig.torch_version})" if sig.torch_version else ""
+            raise RuntimeLoadError(
+                f"{file}: AOTInductor package failed to load in torch {torch.__version__}{built}: {exc}"
+            ) from exc
+        in_text, out_text = compiled.loader.get_call_spec()
+        in_leaves = pytree.treespec_loads(in_text).num_leaves
+        out_leaves = pytree.treespec_loads(out_text).num_leaves
+        if in_leaves != len(sig.inputs) or out_leaves != len(sig.outputs):
+            raise RuntimeLoadError(
+                f"{sidecar} lists {len(sig.inputs)} inputs / {len(sig.outputs)} outputs but the package takes "
+                f"{in_leaves} / returns {out_leaves}"
+            )
+        self._loader = compiled.loader
+        self._sig = sig
+        self._signature = sig.signature()
+        self._device = device
+
+    def signatures(self) -> Mapping[str, Signature]:
+        if self._signature is None:
+            raise RuntimeLoadError("model is not loaded")
+        return {DEFAULT_SIGNATURE: self._signature}
+
+    def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        loader, sig = self._loader, self._sig
+        if loader is None or sig is None:
+            raise RuntimeLoadError("model is not loaded")
+        sig.check(inputs)
+        wanted = sig.output_index(outputs)
+        flat = [to_torch(inputs[name], self._device) for name in sig.input_names]
+        with torch.inference_mode():
+            results = loader.boxed_run(flat)
+        return {name: to_numpy(results[i]) for i, name in wanted}
+
+    def unload(self) -> None:
+        self._loader = None
+        self._sig = None
+        self._signature = None

@@ -1,0 +1,127 @@
+"""TorchExportRuntime: serves a ``torch.export`` archive (``model.pt2``) by running its module in eager PyTorch.
+
+Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads`` for how several models share them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+
+from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
+from runtimes.pt2_signature import SIDECAR, PT2Signature
+from runtimes.torch_tensor import to_numpy, to_torch
+from runtimes.torch_threads import apply_thread_options
+
+log = logging.getLogger(__name__)
+
+
+class TorchExportRuntime(Runtime):
+    """``torch.export.load(<version>/model.pt2).module()`` run under ``torch.inference_mode()`` on the CPU.
+
+    Signature: input names, V2 datatypes and shapes come from the ExportedProgram (user-input placeholders and
+    their example metadata; symbolic dims become -1, bounded by ``ep.range_constraints``); outputs are the leaves
+    of the output pytree, named by dict key or ``output_<i>`` for tuple positions. A ``signature.json`` sidecar
+    beside ``model.pt2`` (written by the exporter) supplies the names instead.
+
+    Options:
+      ``inputs`` / ``outputs``: config overrides, lists of ``{name, datatype, shape}`` (ModelConfig.inputs /
+      outputs dumped). Entries that all name existing tensors adjust those by name; otherwise the list covers
+      every tensor in order and renames them. Datatypes must equal the model's; a shape keeps -1 or pins a dim.
+      ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide, see ``runtimes.torch_threads``).
+      ``device``: only ``cpu`` (compile a ``torch_aoti`` package to serve on CUDA).
+
+    Inputs are checked against the signature and the dims' exported ranges before the module runs, so a wrong
+    rank, dtype or out-of-range batch raises RuntimeInputError naming the input.
+    """
+
+    format = "torch_export"
+    platform = "pytorch_torch_export"
+    artifact = "model.pt2"
+
+    def __init__(self) -> None:
+        self._module: torch.nn.Module | None = None
+        self._sig: PT2Signature | None = None
+        self._signature: Signature | None = None
+        self._kwargs_spec: pytree.TreeSpec | None = None
+
+    def load(self, path: Path, options: Mapping[str, Any]) -> None:
+        file = Path(path) / self.artifact
+        if not file.is_file():
+            raise RuntimeLoadError(f"{file} does not exist")
+        device = str(options.get("device", "cpu"))
+        if device != "cpu":
+            raise RuntimeLoadError(
+                f"{file}: torch_export models run on the CPU (options.device={device!r}); "
+                "export a torch_aoti package compiled for CUDA to serve on a GPU"
+            )
+        apply_thread_options(options, str(path))
+        try:
+            ep = torch.export.load(file)
+        except Exception as exc:
+            raise RuntimeLoadError(f"{file}: torch.export.load failed with torch {torch.__version__}: {exc}") from exc
+        sig = PT2Signature.from_exported_program(ep)
+        sidecar = Path(path) / SIDECAR
+        if sidecar.is_file():
+            sig = _named_like(sig, PT2Signature.read(sidecar), sidecar)
+        sig = sig.overridden(options.get("inputs"), options.get("outputs"))
+        in_spec = ep.call_spec.in_spec
+        if in_spec is None or in_spec.num_leaves != len(sig.inputs):
+            raise RuntimeLoadError(f"{file}: the program's input spec does not match its {len(sig.inputs)} inputs")
+        _args_spec, kwargs_spec = in_spec.children()
+        self._kwargs_spec = in_spec if kwargs_spec.num_leaves else None
+        self._module = ep.module()
+        self._sig = sig
+        self._signature = sig.signature()
+
+    def signatures(self) -> Mapping[str, Signature]:
+        if self._signature is None:
+            raise RuntimeLoadError("model is not loaded")
+        return {DEFAULT_SIGNATURE: self._signature}
+
+    def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        signature: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        module, sig = self._module, self._sig
+        if module is None or sig is None:
+            raise RuntimeLoadError("model is not loaded")
+        sig.check(inputs)
+        wanted = sig.output_index(outputs)
+        flat = [to_torch(inputs[name]) for name in sig.input_names]
+        with torch.inference_mode():
+            if self._kwargs_spec is None:
+                result = module(*flat)
+            else:
+                args, kwargs = pytree.tree_unflatten(flat, self._kwargs_spec)
+                result = module(*args, **kwargs)
+        leaves = pytree.tree_leaves(result)
+        return {name: to_numpy(leaves[i]) for i, name in wanted}
+
+    def unload(self) -> None:
+        self._module = None
+        self._sig = None
+        self._signature = None
+
+
+def _named_like(derived: PT2Signature, sidecar: PT2Signature, where: Path) -> PT2Signature:
+    """Take names (tensors and dynamic dims) from the exporter's sidecar; the program stays the truth for types."""
+    if len(sidecar.inputs) != len(derived.inputs) or len(sidecar.outputs) != len(derived.outputs):
+        raise RuntimeLoadError(
+            f"{where} lists {len(sidecar.inputs)} inputs / {len(sidecar.outputs)} outputs, the program has "
+            f"{len(derived.inputs)} / {len(derived.outputs)}"
+        )
+    dims: dict[str, str] = {}
+    for ours, theirs in zip((*derived.inputs, *derived.outputs), (*sidecar.inputs, *sidecar.outputs), strict=True):
+        for mine, named in zip(ours.dims, theirs.dims, strict=False):
+            if isinstance(mine, str) and isinstance(named, str):
+                dims.setdefault(mine, named)
+    return derived.renamed(sidecar.input_names, sidecar.output_names).renamed_dims(dims)
