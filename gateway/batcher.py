@@ -13,12 +13,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gateway.errors import DeadlineExceeded, GatewayError, InferenceFailed, InvalidInput
+from gateway.workers import WorkerPool
 from runtimes import Runtime, RuntimeInputError
 
 Result = tuple[dict[str, np.ndarray], float, float]
@@ -39,7 +39,7 @@ class Batcher:
     def __init__(
         self,
         runtime: Runtime,
-        executor: Executor,
+        executor: WorkerPool,
         *,
         instances: int,
         max_batch_size: int,
@@ -122,7 +122,7 @@ class Batcher:
         if not live:
             return
         self._busy += 1
-        fut = loop.run_in_executor(self.executor, self._run, live)
+        fut = self.executor.run(self._run, live)
         fut.add_done_callback(lambda f: self._done(loop, live, f))
 
     def _run(self, batch: list[_Pending]) -> tuple[list[Result | BaseException], list[tuple[int, int, float]]]:

@@ -241,16 +241,17 @@ class DataPlane:
         if model.batcher is not None:
             result: tuple[dict[str, np.ndarray], float, float] = await model.batcher.submit(inputs, outputs, deadline)
             return result
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            model.executor, _call, model, inputs, outputs, signature, deadline, time.perf_counter()
-        )
+        pool = model.executor
+        if pool is None:
+            raise ServerUnavailable(f"model {model.name!r} was unloaded")
+        future = pool.run(_call, model, inputs, outputs, signature, deadline, time.perf_counter())
         if deadline is None:
             return await future
         remaining = deadline - time.monotonic()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=max(remaining, 0.0))
         except TimeoutError:
+            future.cancel()  # a queued call is skipped; a late result or error is dropped, not logged as lost
             raise DeadlineExceeded(f"deadline exceeded while running {model.name!r}") from None
 
     def _record_failure(self, model: LoadedModel | None, protocol: str, code: str, received: float) -> None:

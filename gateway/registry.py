@@ -22,6 +22,7 @@ from gateway.batcher import Batcher
 from gateway.errors import InvalidInput, ModelNotFound, Unsupported
 from gateway.metrics import Metrics
 from gateway.stats import ModelStats
+from gateway.workers import WorkerPool
 from model_store import ConfigError, ModelConfig, ModelStore, StoreError, StoreUnavailable
 from model_store.base import check_model_name
 from runtimes import Runtime, RuntimeLoadError, Signature, detect_format, runtime_class
@@ -46,7 +47,7 @@ class LoadedModel:
     format: str = ""
     platform: str = ""
     signature: Signature | None = None
-    executor: ThreadPoolExecutor | None = None
+    executor: WorkerPool | None = None
     pending: int = 0
     stats: ModelStats = field(default_factory=ModelStats)
     drained: asyncio.Event | None = None
@@ -276,9 +277,7 @@ class ModelRegistry:
         model.runtime = runtime
         model.platform = cls.platform
         model.signature = runtime.signature()
-        model.executor = ThreadPoolExecutor(
-            max_workers=model.config.instances, thread_name_prefix=f"tg-{model.name}-{model.version}"
-        )
+        model.executor = WorkerPool(model.config.instances, name=f"tg-{model.name}-{model.version}")
         batching = model.config.batching
         if batching is not None and model.signature.batched:
             metrics, stats, labels = self.metrics, model.stats, (model.name, str(model.version), fmt)

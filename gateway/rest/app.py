@@ -1,4 +1,5 @@
-"""create_app: the FastAPI application with the V2, TF Serving and /metrics routes and the error handlers."""
+"""create_app: the HTTP application — the infer fast path, then FastAPI with the V2, TF Serving and /metrics
+routes and the error handlers."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError
 from gateway.rest import metrics as metrics_routes
 from gateway.rest import tfserving, v2
+from gateway.rest.fastpath import InferApp
 from gateway.rest.responses import error_response
 from gateway.settings import Settings
 
 
-def create_app(dataplane: DataPlane, settings: Settings) -> FastAPI:
+def create_app(dataplane: DataPlane, settings: Settings) -> InferApp:
+    """The HTTP application: the infer fast path in front of the FastAPI routes."""
+    return InferApp(create_routes(dataplane, settings), dataplane, settings)
+
+
+def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app = FastAPI(title="tensorgate", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.dataplane = dataplane
     app.state.settings = settings

@@ -25,20 +25,23 @@ _JSON_FORBIDDEN = {"FP16", "BF16"}
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     """Undo ``Content-Encoding`` gzip/deflate (deflate = zlib stream); reject others."""
+    encoding = (encoding or "").strip().lower()  # content codings are case-insensitive
     if not encoding or encoding == "identity":
         return body
-    encoding = encoding.strip().lower()
     try:
         if encoding == "gzip":
-            out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, limit + 1)
+            stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
-            out = zlib.decompressobj().decompress(body, limit + 1)
+            stream = zlib.decompressobj()
         else:
             raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or identity")
+        out = stream.decompress(body, limit + 1)
     except zlib.error as exc:
         raise InvalidInput(f"request body is not valid {encoding} data: {exc}") from exc
     if len(out) > limit:
         raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if not stream.eof:  # cut short: the checksum was never verified
+        raise InvalidInput(f"request body is truncated {encoding} data")
     return out
 
 

@@ -1,4 +1,7 @@
-"""Open Inference Protocol (KServe V2) REST endpoints plus the Triton extensions real tools call."""
+"""Open Inference Protocol (KServe V2) REST endpoints plus the Triton extensions real tools call.
+
+The infer endpoint itself is gateway.rest.fastpath.InferApp, in front of these routes.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.dataplane import DataPlane
-from gateway.errors import InvalidInput, ModelNotReady, ServerUnavailable
+from gateway.errors import InvalidInput, ModelNotReady
 from gateway.rest.body import read_body
-from gateway.rest.codec import HEADER_LENGTH, compress, decode_request, encode_response
 from gateway.rest.responses import json_response
-from gateway.types import InferResponse, ModelMetadata
+from gateway.types import ModelMetadata
 
 router = APIRouter()
 
@@ -73,33 +75,6 @@ async def model_config(request: Request, name: str, version: str | None = None) 
     return json_response(_dp(request).model_config(name, version))
 
 
-@router.post("/v2/models/{name}/infer")
-@router.post("/v2/models/{name}/versions/{version}/infer")
-async def infer(request: Request, name: str, version: str | None = None) -> Response:
-    dp = _dp(request)
-    if dp.draining:
-        raise ServerUnavailable("server is shutting down")
-    body = await read_body(request)
-    header_length = request.headers.get(HEADER_LENGTH)
-    raw_input = _raw_input(dp, name, version) if header_length == "0" else None
-    req = decode_request(body, header_length, name, version, raw_input)
-    binary_default = bool(req.parameters.get("binary_data_output", False))
-    accept = request.headers.get("accept-encoding")
-
-    def encode(response: InferResponse) -> Response:
-        payload, json_length = encode_response(response, binary_default)
-        headers: dict[str, str] = {}
-        if json_length is not None:
-            headers["Inference-Header-Content-Length"] = str(json_length)
-        payload, encoding = compress(payload, accept)
-        if encoding:
-            headers["Content-Encoding"] = encoding
-        media = "application/octet-stream" if json_length is not None else "application/json"
-        return Response(payload, media_type=media, headers=headers)
-
-    return await dp.infer(req, encode)
-
-
 @router.post("/v2/repository/index")
 async def repository_index(request: Request) -> Response:
     body = await read_body(request)
@@ -145,7 +120,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def _raw_input(dp: DataPlane, name: str, version: str | None) -> tuple[str, str, list[int]]:
+def raw_input_spec(dp: DataPlane, name: str, version: str | None) -> tuple[str, str, list[int]]:
     meta = dp.model_metadata(name, version)
     if len(meta.inputs) != 1:
         raise InvalidInput(
