@@ -115,7 +115,11 @@ def _from_contents(contents: Any, name: str, datatype: str, shape: list[int], co
         out = np.empty(count, dtype=np.object_)
         out[:] = list(values)
         return out.reshape(shape)
-    return np.asarray(values, dtype=DATATYPES[datatype].numpy).reshape(shape)
+    try:
+        array = np.asarray(values, dtype=DATATYPES[datatype].numpy)
+    except OverflowError as exc:  # int_contents / uint_contents are wider than INT8/16 and UINT8/16
+        raise InvalidInput(f"input {name!r}: a value in {field} does not fit {datatype}: {exc}") from None
+    return array.reshape(shape)
 
 
 def unpack_bytes(buf: bytes, name: str, shape: list[int], count: int) -> np.ndarray:
