@@ -144,6 +144,13 @@ class ModelRegistry:
                 return
             wanted = set(only) if only is not None else None
             present = set(names)
+            if not present and any(e.ready_versions() for e in self.models.values()):
+                # An empty listing while models serve is far more often a store hiccup (a bucket being
+                # restored, a wrong mount) than a wish to serve nothing: keep serving and say so.
+                self._store_failed(StoreUnavailable(f"store {self.store.uri} lists no models; keeping what is loaded"))
+                return
+            if not present and not self.store_reason:
+                log.warning("store %s holds no models (expected <model>/<version>/<artifact>)", self.store.uri)
             for name in names:
                 if wanted is not None and name not in wanted:
                     continue
