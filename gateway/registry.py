@@ -189,6 +189,9 @@ class ModelRegistry:
         except ConfigError as exc:
             log.error("%s", exc)
             entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
+            for model in entry.versions.values():
+                if model.state == READY:
+                    model.reason = f"config.yaml is invalid, serving with the previous config: {exc}"
             if not entry.versions:
                 entry.versions[0] = LoadedModel(name, 0, entry.config, state=UNAVAILABLE, reason=str(exc))
             return
