@@ -118,8 +118,11 @@ def main() -> int:
             lat, err = asyncio.run(swap_window())
             swap.append(p99(lat))
             errors += err
-            print(f"round {round_ + 1}: steady p99 {steady[-1]:.2f} ms, during swap to v{version} p99 {swap[-1]:.2f} ms",
-                  flush=True)  # fmt: skip
+            print(
+                f"round {round_ + 1}: steady p99 {steady[-1]:.2f} ms, "
+                f"during swap to v{version} p99 {swap[-1]:.2f} ms",
+                flush=True,
+            )
         ratio = statistics.median(swap) / statistics.median(steady)
         print()
         print("| windows | steady p99 (median) | swap p99 (median) | ratio | failed requests |")
