@@ -54,42 +54,45 @@ def _optional(module: str, add: str, run_name: str) -> tuple[Any, Any] | None:
     return getattr(mod, add), getattr(mod, run_name)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_SUBCOMMANDS = (
+    ("export", "gateway.export", "add_export_arguments", "run_export", "export a model into every format"),
+    ("verify", "gateway.verify", "add_verify_arguments", "run_verify", "check every variant vs golden samples"),
+    ("bench", "gateway.bench", "add_bench_arguments", "run_bench", "compare variants under load vs their SLA"),
+    ("demo", "gateway.demo", "add_demo_arguments", "run_demo", "build the bundled demo store"),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only ``command``'s module is imported (all of them when None), so ``serve`` stays lean."""
     parser = argparse.ArgumentParser(prog="tensorgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tensorgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a model store over V2 REST/gRPC and the TF Serving APIs")
     _serve_args(serve)
     serve.set_defaults(func=_cmd_serve)
-    for name, module, add, run_name, text in (
-        (
-            "export",
-            "gateway.export",
-            "add_export_arguments",
-            "run_export",
-            "export a model into every format",
-        ),
-        (
-            "verify",
-            "gateway.verify",
-            "add_verify_arguments",
-            "run_verify",
-            "check every variant vs golden samples",
-        ),
-        ("bench", "gateway.bench", "add_bench_arguments", "run_bench", "compare variants under load vs SLA"),
-        ("demo", "gateway.demo", "add_demo_arguments", "run_demo", "build the bundled demo store"),
-    ):
+    for name, module, add, run_name, text in _SUBCOMMANDS:
+        p = sub.add_parser(name, help=text)
+        if command is not None and command != name:
+            continue
         hooks = _optional(module, add, run_name)
         if hooks is None:
+            p.set_defaults(func=lambda _args, n=name: _missing(n))
             continue
-        p = sub.add_parser(name, help=text)
         hooks[0](p)
         p.set_defaults(func=hooks[1])
     return parser
 
 
+def _missing(name: str) -> int:
+    print(f"tensorgate {name} is not available in this installation", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    known = {"serve", *(c[0] for c in _SUBCOMMANDS)}
+    args = build_parser(command if command in known else None).parse_args(argv)
     result: int = args.func(args)
     return result
 
