@@ -359,7 +359,7 @@ def _plain(array: np.ndarray) -> np.ndarray:
     """A numpy array orjson can serialise natively (float16/bfloat16 widened, C-contiguous)."""
     if array.dtype == np.float16 or array.dtype.name == "bfloat16":
         array = array.astype(np.float32)
-    return np.ascontiguousarray(array)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)  # (the latter makes 0-d 1-d)
 
 
 def _has_non_finite(arrays: Mapping[str, np.ndarray]) -> bool:
