@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -95,7 +95,7 @@ class DataPlane:
             "extensions": list(self.info.extensions),
         }
 
-    def model(self, name: str, version: str | None = None, label: str | None = None) -> LoadedModel:
+    def model(self, name: str, version: str | int | None = None, label: str | None = None) -> LoadedModel:
         return self.router.resolve(name, version, label)
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
@@ -151,6 +151,38 @@ class DataPlane:
                 "max_queue_delay_microseconds": int(cfg.batching.max_queue_delay_ms * 1000),
             }
         return config
+
+    def signatures(
+        self, name: str, version: str | int | None = None, label: str | None = None
+    ) -> tuple[LoadedModel, Mapping[str, Signature]]:
+        """The resolved version and every signature its runtime serves (TF Serving metadata)."""
+        model = self.router.resolve(name, version, label)
+        runtime = model.runtime
+        if runtime is None:
+            raise ServerUnavailable(f"model {name!r} was unloaded")
+        return model, runtime.signatures()
+
+    def signature(self, model: LoadedModel, name: str | None) -> Signature:
+        """One signature of a resolved model; an unknown name is InvalidInput listing the available ones."""
+        return _signature(model, name)
+
+    def version_status(
+        self, name: str, version: str | int | None = None, label: str | None = None
+    ) -> list[tuple[int, str, str]]:
+        """(version, registry state, reason) for every known version, or the one asked for."""
+        entry = self.router.entry(name)
+        if label:
+            if label not in entry.config.version_labels:
+                raise ModelNotFound(f"model {name!r} has no version label {label!r}")
+            version = entry.config.version_labels[label]
+        rows = [
+            (m.version, m.state, m.reason)
+            for m in sorted(entry.versions.values(), key=lambda m: m.version)
+            if version is None or m.version == int(version)
+        ]
+        if not rows:
+            raise ModelNotFound(f"model {name!r} has no version {version}")
+        return rows
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
         if name is None:

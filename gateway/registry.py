@@ -103,6 +103,7 @@ class ModelRegistry:
         load_threads: int = 1,
         on_ready: Callable[[LoadedModel], Any] | None = None,
         drain_timeout: float = 30.0,
+        config_overrides: Path | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -114,6 +115,7 @@ class ModelRegistry:
         self._lock = asyncio.Lock()
         self._on_ready = on_ready
         self.drain_timeout = drain_timeout
+        self.config_overrides = config_overrides
         self.warmup_hook: Callable[[LoadedModel], None] | None = None
 
     # -- queries -----------------------------------------------------------------------------------------------
@@ -182,10 +184,14 @@ class ModelRegistry:
 
     async def _sync_model(self, name: str) -> None:
         loop = asyncio.get_running_loop()
-        raw = await loop.run_in_executor(None, self.store.read_config, name)
+        override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
+        if override is not None and override.is_file():
+            raw, where = await loop.run_in_executor(None, override.read_bytes), str(override)
+        else:
+            raw, where = await loop.run_in_executor(None, self.store.read_config, name), f"{name}/config.yaml"
         entry = self.models.get(name)
         try:
-            config = ModelConfig.parse(raw, where=f"{name}/config.yaml")
+            config = ModelConfig.parse(raw, where=where)
         except ConfigError as exc:
             log.error("%s", exc)
             entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,7 +39,12 @@ class Server:
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
         self.store = open_store(settings.store, **options)
-        self.registry = ModelRegistry(self.store, self.metrics, load_threads=settings.load_threads)
+        self.registry = ModelRegistry(
+            self.store,
+            self.metrics,
+            load_threads=settings.load_threads,
+            config_overrides=Path(settings.config_overrides) if settings.config_overrides else None,
+        )
         self.warmer = Warmer(self.store)
         self.registry.warmup_hook = self.warmer.warm
         self.dataplane = DataPlane(self.registry, self.metrics, ServerInfo(version=__version__))
