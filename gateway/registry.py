@@ -185,10 +185,12 @@ class ModelRegistry:
     async def _sync_model(self, name: str) -> None:
         loop = asyncio.get_running_loop()
         override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
+        raw: bytes | None
         if override is not None and override.is_file():
-            raw, where = await loop.run_in_executor(None, override.read_bytes), str(override)
+            raw, where = override.read_bytes(), str(override)
         else:
-            raw, where = await loop.run_in_executor(None, self.store.read_config, name), f"{name}/config.yaml"
+            raw = await loop.run_in_executor(None, self.store.read_config, name)
+            where = f"{name}/config.yaml"
         entry = self.models.get(name)
         try:
             config = ModelConfig.parse(raw, where=where)

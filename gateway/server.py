@@ -78,10 +78,7 @@ class Server:
             __version__, s.host, http_port, self.ports.get("grpc", "off"), self.store.uri, s.model_control,
         )  # fmt: skip
         if s.port_file:
-            tmp = f"{s.port_file}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(orjson.dumps(self.ports))
-            os.replace(tmp, s.port_file)
+            await asyncio.to_thread(_write_atomically, Path(s.port_file), orjson.dumps(self.ports))
         await self._initial_load()
         self.dataplane.started = True
         if s.model_control == "poll" and s.poll_interval > 0:
@@ -134,7 +131,7 @@ class Server:
         server = uvicorn.Server(config)
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # signals are ours
         self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes no event for "listening"
             await asyncio.sleep(0.01)
         return server, sock.getsockname()[1]
 
@@ -171,6 +168,12 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.registry.close()
         log.info("stopped")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def run(settings: Settings) -> None:
