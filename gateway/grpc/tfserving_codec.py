@@ -98,11 +98,11 @@ def tensor_to_numpy(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray
         flat = np.empty(n, dtype=object)
         flat[:] = list(values)
     elif dt.name in ("FP16", "BF16"):
-        flat = np.array(values, dtype=np.int64).astype(np.uint16).view(dt.numpy)
+        flat = np.fromiter(values, dtype=np.int64, count=n).astype(np.uint16).view(dt.numpy)
     elif dt.name in _NARROW_INTS:
-        flat = np.array(values, dtype=np.int64).astype(dt.numpy)  # keep the low bytes, as TensorFlow does
+        flat = np.fromiter(values, dtype=np.int64, count=n).astype(dt.numpy)  # keep the low bytes, as TF does
     else:
-        flat = np.array(values, dtype=dt.numpy)
+        flat = np.fromiter(values, dtype=dt.numpy, count=n)
     if n == count:
         return flat.reshape(shape)
     if n == 0:
