@@ -339,6 +339,7 @@ def _artifact(model: LoadedModel) -> str:
 def validate(model: LoadedModel, request: InferRequest) -> tuple[str | None, dict[str, np.ndarray], list[str]]:
     """Check names, datatypes and shapes against the signature once; -1 dims are free."""
     sig = _signature(model, request.signature)
+    free = sig.extra.get("unknown_rank", ()) if sig.extra else ()
     inputs: dict[str, np.ndarray] = {}
     for tensor in request.inputs:
         spec = sig.input(tensor.name)
@@ -356,7 +357,9 @@ def validate(model: LoadedModel, request: InferRequest) -> tuple[str | None, dic
                 f"input {tensor.name!r} has datatype {datatype}, expected {spec.datatype} for model {model.name!r}"
             )
         shape = data.shape
-        if len(shape) != len(spec.shape) or any(e != -1 and e != d for e, d in zip(spec.shape, shape, strict=False)):
+        if tensor.name in free:
+            pass  # unknown rank: any shape
+        elif len(shape) != len(spec.shape) or any(e != -1 and e != d for e, d in zip(spec.shape, shape, strict=False)):
             raise InvalidInput(
                 f"input {tensor.name!r} has shape {list(shape)}, expected {list(spec.shape)} "
                 f"(-1 is any size) for model {model.name!r}"
