@@ -30,9 +30,7 @@ _ONNX_TYPES = {
 
 def dense_weights(n_in: int = 16, n_out: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((n_in, n_out)).astype(np.float32), rng.standard_normal(n_out).astype(
-        np.float32
-    )
+    return rng.standard_normal((n_in, n_out)).astype(np.float32), rng.standard_normal(n_out).astype(np.float32)
 
 
 def dense_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0) -> Path:
@@ -109,3 +107,24 @@ def build_store(root: Path) -> Path:
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "model.onnx").write_bytes(b"this is not an onnx file")
     return root
+
+
+def slow_model(path: Path, width: int = 1024, layers: int = 6, seed: int = 0) -> Path:
+    """x [batch, width] FP32 -> y: a chain of ``layers`` dense layers with tanh (a few ms per row on one core)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, current = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"W{i}"))
+        nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"m{i}"]))
+        out = "y" if i == layers - 1 else f"h{i}"
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [out]))
+        current = out
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        inits,
+    )
+    return _save(graph, path)
