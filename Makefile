@@ -29,6 +29,16 @@ demo: venv
 	$(VENV)/bin/tensorgate demo --store $(STORE)
 
 serve: demo
+	@$(PY) -c "import json; json.dump({'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [1, 784], 'data': [0.5] * 784}]}, open('$(STORE)/.example-request.json', 'w'))"
+	@echo ""
+	@echo "tensorgate is starting on the demo store $(STORE):"
+	@echo "  REST  http://127.0.0.1:$(HTTP_PORT)  (V2 /v2/..., TF Serving /v1/..., Prometheus /metrics)"
+	@echo "  gRPC  127.0.0.1:$(GRPC_PORT)         (inference.GRPCInferenceService, tensorflow.serving.*)"
+	@echo "example request (the MLP on ONNX Runtime, V2 JSON):"
+	@echo "  curl -s 127.0.0.1:$(HTTP_PORT)/v2/models/mlp_onnx/infer -d @$(STORE)/.example-request.json"
+	@echo "compare the MLP's runtimes against its SLA (from another shell):"
+	@echo "  $(VENV)/bin/tensorgate bench --url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --source mlp --concurrency 1,4,16 --duration 5 --html bench.html"
+	@echo ""
 	$(VENV)/bin/tensorgate serve --store $(STORE) --host 0.0.0.0 --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 lint: venv
