@@ -247,11 +247,14 @@ class DataPlane:
             encoded = encode(response)
         except GatewayError as exc:
             self._record_failure(model, protocol, exc.code, request.received)
+            exc.recorded = True
             raise
         except Exception as exc:
             log.exception("unexpected failure serving %s", request.model)
             self._record_failure(model, protocol, "INTERNAL", request.received)
-            raise InferenceFailed(f"internal error serving {request.model!r}: {type(exc).__name__}: {exc}") from exc
+            failure = InferenceFailed(f"internal error serving {request.model!r}: {type(exc).__name__}: {exc}")
+            failure.recorded = True
+            raise failure from exc
         now = time.perf_counter()
         total = now - request.received
         overhead = max(total - queue - compute, 0.0)
@@ -285,6 +288,15 @@ class DataPlane:
         except TimeoutError:
             future.cancel()  # a queued call is skipped; a late result or error is dropped, not logged as lost
             raise DeadlineExceeded(f"deadline exceeded while running {model.name!r}") from None
+
+    def reject(self, name: str, version: str | None, protocol: str, exc: GatewayError, received: float) -> None:
+        """Count a request a front end refused before it reached ``infer`` (e.g. a body that does not decode)."""
+        model: LoadedModel | None
+        try:
+            model = self.router.resolve(name, version)
+        except GatewayError:
+            model = None
+        self._record_failure(model, protocol, exc.code, received)
 
     def _record_failure(self, model: LoadedModel | None, protocol: str, code: str, received: float) -> None:
         total = time.perf_counter() - received

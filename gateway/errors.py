@@ -14,6 +14,7 @@ class GatewayError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.recorded = False  # set once the data plane has counted it in the metrics
 
     def __str__(self) -> str:
         return self.message

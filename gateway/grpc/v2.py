@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -45,9 +46,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     @_errors
     async def ModelReady(self, request: Any, context: Any) -> Any:
         self.dp.router.entry(request.name)
-        return service_pb2.ModelReadyResponse(
-            ready=self.dp.model_ready(request.name, request.version or None)
-        )
+        return service_pb2.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version or None))
 
     @_errors
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
@@ -56,9 +55,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     @_errors
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         meta = self.dp.model_metadata(request.name, request.version or None)
-        msg = service_pb2.ModelMetadataResponse(
-            name=meta.name, versions=meta.versions, platform=meta.platform
-        )
+        msg = service_pb2.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
         for src, dst in ((meta.inputs, msg.inputs), (meta.outputs, msg.outputs)):
             for t in src:
                 dst.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
@@ -96,10 +93,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         await self.dp.unload(request.model_name)
         return service_pb2.RepositoryModelUnloadResponse()
 
-    @_errors
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        req = decode_request(request, deadline_of(context))
-        return await self.dp.infer(req, encode_response)
+        received = time.perf_counter()
+        try:
+            req = decode_request(request, deadline_of(context))
+            return await self.dp.infer(req, encode_response)
+        except GatewayError as exc:
+            if not exc.recorded:
+                self.dp.reject(request.model_name, request.model_version or None, "grpc", exc, received)
+            await abort(context, exc)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         async for request in request_iterator:
@@ -111,9 +113,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             except GatewayError as exc:
                 yield service_pb2.ModelStreamInferResponse(
                     error_message=exc.message,
-                    infer_response=service_pb2.ModelInferResponse(
-                        model_name=request.model_name, id=request.id
-                    ),
+                    infer_response=service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id),
                 )
 
     async def _unsupported(self, request: Any, context: Any) -> Any:

@@ -7,6 +7,7 @@ codec and the DataPlane. Every other path falls through to the FastAPI app.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -55,9 +56,12 @@ class InferApp:
         if target is None:
             await self.fallback(scope, receive, send)
             return
+        received = time.perf_counter()
         try:
             status, headers, body = await self._infer(scope, receive, target[0], target[1])
         except GatewayError as exc:
+            if not exc.recorded:
+                self.dp.reject(target[0], target[1], "rest", exc, received)
             status, headers, body = exc.http_status, _JSON, orjson.dumps({"error": exc.message})
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

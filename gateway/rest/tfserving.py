@@ -76,6 +76,15 @@ async def post(request: Request) -> Response:
     received = time.perf_counter()
     dp: DataPlane = request.app.state.dataplane
     t = _target(request)
+    try:
+        return await _post(request, dp, t, received)
+    except GatewayError as exc:
+        if not exc.recorded:
+            dp.reject(t["model"], t["version"], "tfs_rest", exc, received)
+        raise
+
+
+async def _post(request: Request, dp: DataPlane, t: dict[str, Any], received: float) -> Response:
     verb = (t["verb"] or "").lower()
     if t["metadata"] or verb not in ("predict", "classify", "regress"):
         raise InvalidInput(f"Malformed request: POST {request.url.path}")
