@@ -20,7 +20,7 @@ from rich.table import Table
 
 from gateway.export import TORCH_FORMATS, ConsoleProgress, ExportError, Progress, export_torch
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 STAMP = ".demo-stamp.json"
 SOURCES = ".sources"
 MLP_WEIGHTS = f"{SOURCES}/mlp.pt"
@@ -113,7 +113,8 @@ def build_demo_store(
         try:
             if json.loads(stamp.read_text()) == want:
                 say(f"demo store {path} is up to date")
-                return names
+                tf_variant = f"{MLP.name}_tf_savedmodel"
+                return names + ([tf_variant] if MLP in models and (path / tf_variant / "1").is_dir() else [])
         except ValueError:
             pass
     stamp.unlink(missing_ok=True)
@@ -138,8 +139,44 @@ def build_demo_store(
         from runtimes.torch_exporter import save_state_dict
 
         save_state_dict(mlp(), path / MLP_WEIGHTS)
+        tf_name = build_mlp_savedmodel(path, formats, say)
+        if tf_name:
+            names.append(tf_name)
     stamp.write_text(json.dumps(want, indent=2) + "\n")
     return names
+
+
+def build_mlp_savedmodel(path: Path, formats: Sequence[str], say: Progress) -> str | None:
+    """The MLP as a Keras SavedModel holding the *same weights* as the PyTorch MLP, held to the same golden
+    samples (copied from a PyTorch variant), so every runtime serves one identical model."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        say("mlp: TensorFlow is not installed: NOT building mlp_tf_savedmodel (install tensorgate[tensorflow])")
+        return None
+    import shutil
+
+    import yaml
+
+    from runtimes.keras_exporter import export_keras, keras_mlp_like_torch
+
+    name = f"{MLP.name}_tf_savedmodel"
+    say(f"{name}: Keras Dense(128, relu) -> Dense(10) with the PyTorch MLP's weights")
+    model = keras_mlp_like_torch(mlp().state_dict(), input_name="x", output_name="logits")
+    shutil.rmtree(path / name, ignore_errors=True)
+    export_keras(model, path, MLP.name, progress=say, onnx=False)
+    goldens = [path / f"{MLP.name}_{f}" / "golden" for f in formats]
+    source = next((g for g in goldens if g.is_dir()), None)
+    if source is not None:
+        shutil.rmtree(path / name / "golden", ignore_errors=True)
+        shutil.copytree(source, path / name / "golden")
+        say(f"{name}: golden samples taken from {source.parent.name} (same weights, same expected outputs)")
+    config_path = path / name / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) or {}
+    config.update({k: v for k, v in MLP.config.items()})
+    config.setdefault("source", {})["model"] = MLP.name
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return name
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
