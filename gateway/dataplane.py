@@ -103,6 +103,9 @@ class DataPlane:
         entry = self.router.entry(name)
         sig = _signature(model)
         params: dict[str, Any] = {"runtime": model.format}
+        source = model.config.source.get("model")
+        if source:
+            params["source"] = str(source)
         sla = {k: v for k, v in model.config.sla.model_dump().items() if v is not None}
         if sla:
             params["sla"] = sla
