@@ -1,11 +1,12 @@
 """TorchAOTIRuntime: serves an AOTInductor package (``model.pt2`` plus its ``signature.json`` sidecar).
 
-Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads``. The CPU kernels' OpenMP team size is
-fixed when the package is compiled (inductor's ``cpp.threads``, by default the compiling machine's cores).
+Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads``. A CPU package is compiled with
+``-march=native``: it runs on CPUs with the compiling machine's instruction set (and the same torch build).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from torch._inductor.package import load_package
 
 from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
 from runtimes.pt2_signature import SIDECAR, PT2Signature
-from runtimes.torch_tensor import to_numpy, to_torch
-from runtimes.torch_threads import apply_thread_options
+from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
+from runtimes.torch_threads import adopt_in_this_thread, apply_thread_options
 
 
 class TorchAOTIRuntime(Runtime):
@@ -32,7 +33,9 @@ class TorchAOTIRuntime(Runtime):
     Options:
       ``device``: ``cpu`` (default), ``cuda`` or ``cuda:<n>``; the package must have been compiled for that device
       kind, and CUDA must be available, else RuntimeLoadError.
-      ``num_runners``: model instances in the package's container (concurrent calls beyond it wait; default 1).
+      ``num_runners``: model instances in the package's container (default 1). Calls beyond it wait in Python,
+      never inside the container: a caller blocked there keeps the GIL, which the running calls need to free
+      their numpy-backed inputs, and the process deadlocks.
       ``inputs`` / ``outputs``: config overrides, as for ``TorchExportRuntime``.
       ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide).
     """
@@ -46,6 +49,7 @@ class TorchAOTIRuntime(Runtime):
         self._sig: PT2Signature | None = None
         self._signature: Signature | None = None
         self._device = "cpu"
+        self._slots = threading.BoundedSemaphore(1)
 
     @property
     def device(self) -> str:
@@ -79,6 +83,7 @@ class TorchAOTIRuntime(Runtime):
         if isinstance(num_runners, bool) or not isinstance(num_runners, int) or num_runners < 1:
             raise RuntimeLoadError(f"option num_runners must be a positive integer, got {num_runners!r}")
         apply_thread_options(options, str(path))
+        quiet_readonly_warning()
         try:
             compiled = load_package(
                 str(file), num_runners=num_runners, device_index=int(index_text) if index_text else -1
@@ -97,6 +102,7 @@ class TorchAOTIRuntime(Runtime):
                 f"{in_leaves} / returns {out_leaves}"
             )
         self._loader = compiled.loader
+        self._slots = threading.BoundedSemaphore(num_runners)
         self._sig = sig
         self._signature = sig.signature()
         self._device = device
@@ -118,7 +124,8 @@ class TorchAOTIRuntime(Runtime):
         sig.check(inputs)
         wanted = sig.output_index(outputs)
         flat = [to_torch(inputs[name], self._device) for name in sig.input_names]
-        with torch.inference_mode():
+        adopt_in_this_thread()
+        with self._slots, torch.inference_mode():
             results = loader.boxed_run(flat)
         return {name: to_numpy(results[i]) for i, name in wanted}
 

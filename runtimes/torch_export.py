@@ -16,7 +16,7 @@ import torch.utils._pytree as pytree
 
 from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
 from runtimes.pt2_signature import SIDECAR, PT2Signature
-from runtimes.torch_tensor import to_numpy, to_torch
+from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
 from runtimes.torch_threads import apply_thread_options
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class TorchExportRuntime(Runtime):
                 "export a torch_aoti package compiled for CUDA to serve on a GPU"
             )
         apply_thread_options(options, str(path))
+        quiet_readonly_warning()
         try:
             ep = torch.export.load(file)
         except Exception as exc:

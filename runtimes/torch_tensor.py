@@ -29,10 +29,6 @@ _TORCH: dict[str, torch.dtype] = {
 }
 _V2_BY_TORCH: dict[torch.dtype, str] = {dtype: name for name, dtype in _TORCH.items()}
 
-# A read-only numpy array (np.frombuffer over a request body) is shared with torch without a copy; the
-# runtimes never write into their inputs, so torch's "array is not writable" warning carries no news.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-
 
 def v2_datatype(dtype: torch.dtype) -> str:
     """The V2 datatype name of a torch dtype; ValueError for dtypes the protocol cannot carry."""
@@ -48,6 +44,15 @@ def torch_dtype(datatype: str) -> torch.dtype:
         return _TORCH[datatype]
     except KeyError:
         raise ValueError(f"V2 datatype {datatype!r} cannot be fed to a PyTorch model") from None
+
+
+def quiet_readonly_warning() -> None:
+    """Silence torch's one-time "array is not writable" warning, process-wide.
+
+    Read-only arrays (``np.frombuffer`` over a request body) are shared with torch without a copy; the runtimes
+    never write into their inputs, so the warning would only alarm whoever reads the server log.
+    """
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 def to_torch(array: np.ndarray, device: str = "cpu") -> torch.Tensor:

@@ -8,6 +8,9 @@ not on one model, so the models' ``intra_op_threads`` / ``inter_op_threads`` opt
 - inter-op: the first value asked for (torch refuses to change it once inter-op work has started);
 
 and a warning is logged whenever a model asks for a value other than the one in force.
+
+OpenMP keeps its team size per OS thread: eager ATen ops adopt torch's count in each new thread by themselves,
+but AOTInductor's compiled loops do not, so the AOTI runtime calls ``adopt_in_this_thread`` before running.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from runtimes.base import RuntimeLoadError
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
+_adopted = threading.local()
 _intra: int | None = None
 _inter: int | None = None
 
@@ -73,3 +77,11 @@ def apply_thread_options(options: Mapping[str, Any], model: str) -> None:
                     inter,
                     _inter,
                 )
+
+
+def adopt_in_this_thread() -> None:
+    """Give the calling thread's OpenMP team torch's process-wide thread count (once per thread; cheap after)."""
+    count = torch.get_num_threads()
+    if getattr(_adopted, "count", None) != count:
+        torch.set_num_threads(count)
+        _adopted.count = count

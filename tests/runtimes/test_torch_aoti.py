@@ -3,8 +3,10 @@ sidecar, input checks before the compiled code runs, device and sidecar errors, 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,12 +99,43 @@ def test_bad_inputs_raise_runtime_input_error(
         loaded["multi"].infer(inputs)
 
 
-def test_concurrent_calls_give_each_caller_its_own_result(loaded: dict[str, TorchAOTIRuntime]) -> None:
-    batches = [family_inputs("cnn", 1 + k % 3, seed=k) for k in range(12)]
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda inputs: loaded["cnn"].infer(inputs)["logits"], batches))
+def test_concurrent_calls_beyond_the_runners_give_each_caller_its_own_result(
+    loaded: dict[str, TorchAOTIRuntime],
+) -> None:
+    # More callers than the package's 2 runners: the extra ones must wait without holding the GIL (a caller
+    # blocked inside the container with it deadlocked the process before the runtime bounded the calls).
+    batches = [family_inputs("multi", 1 + k % 4, seed=k) for k in range(60)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda inputs: loaded["multi"].infer(inputs), batches))
     for inputs, got in zip(batches, results, strict=True):
-        np.testing.assert_allclose(got, eager_outputs("cnn", inputs)["logits"], rtol=0, atol=ATOL)
+        for name, expected in eager_outputs("multi", inputs).items():
+            np.testing.assert_allclose(got[name], expected, rtol=0, atol=ATOL)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[int]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield 1
+    torch.set_num_threads(before)
+
+
+def test_worker_threads_run_compiled_loops_with_torchs_thread_count(
+    loaded: dict[str, TorchAOTIRuntime], one_thread: int
+) -> None:
+    # OpenMP team sizes are per OS thread; a fresh worker starts at the machine's core count otherwise.
+    (library,) = sorted((Path(torch.__file__).parent / "lib").glob("libgomp*"))[:1]
+    gomp = ctypes.CDLL(str(library))
+    seen: list[int] = []
+
+    def call() -> None:
+        loaded["cnn"].infer(family_inputs("cnn", 2))
+        seen.append(gomp.omp_get_max_threads())
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert seen == [one_thread]
 
 
 def test_missing_or_mismatched_sidecar_fails_the_load(torch_store: Path, tmp_path: Path) -> None:
