@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from model_store.base import CONFIG_FILE, check_model_name
+from model_store.base import CONFIG_FILE, StoreError, check_model_name
 from model_store.config import ModelConfig, Verify
 from runtimes import runtime_class
 from runtimes.export_input import ExportInput
@@ -96,7 +96,10 @@ def export_torch(
         raise ExportError(f"formats {list(formats)}: choose from {', '.join(TORCH_FORMATS)}")
     specs = [i if isinstance(i, ExportInput) else ExportInput.parse(i) for i in inputs]
     for fmt in formats:
-        check_model_name(f"{name}_{fmt}")
+        try:
+            check_model_name(f"{name}_{fmt}")
+        except StoreError as exc:
+            raise ExportError(str(exc)) from None
     from runtimes import torch_exporter
 
     say("building the model")
@@ -221,7 +224,7 @@ class ConsoleProgress:
             self._status = self.console.status(f"{line}…")
             self._status.start()
         else:
-            self.console.print(f"… {line}", highlight=False)
+            self.console.print(f"… {line}", highlight=False, soft_wrap=True)
 
     def _finish(self) -> None:
         if self._status is not None:
@@ -230,7 +233,7 @@ class ConsoleProgress:
         if self._step is not None:
             elapsed = time.perf_counter() - self._started
             step = re.sub(r" \([^)]*\)$", "", self._step)  # drop a hint such as "(tens of seconds)"
-            self.console.print(f"[green]✓[/] {step} [dim]({elapsed:.1f} s)[/]", highlight=False)
+            self.console.print(f"[green]✓[/] {step} [dim]({elapsed:.1f} s)[/]", highlight=False, soft_wrap=True)
             self._step = None
 
     def __enter__(self) -> ConsoleProgress:
@@ -301,8 +304,8 @@ def run_export(args: argparse.Namespace) -> int:
                     device=args.device,
                     progress=progress,
                 )
-    except (ExportError, ValueError, OSError) as exc:
-        console.print(f"[red]export failed:[/] {exc}", highlight=False)
+    except Exception as exc:  # torch.export and the exporters raise many types; the message is what helps
+        console.print(f"[red]export failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
         return 1
     table = Table(title=f"exported into {args.store}")
     table.add_column("model")

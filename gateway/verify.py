@@ -273,16 +273,16 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         reports = verify_store(open_store(args.store), models, args.url)
     except Exception as exc:
-        errors.print(f"[red]verify failed:[/] {exc}", highlight=False)
+        errors.print(f"[red]verify failed:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     console.print(report_table(reports))
     failed = [r for r in reports if not r.ok and not (r.problem == "no golden samples" and models is None)]
     for report in failed:
         reason = report.problem or failures(report.results)
-        errors.print(f"[red]FAIL[/] {report.label} ({report.runtime}): {reason}", highlight=False)
+        errors.print(f"[red]FAIL[/] {report.label} ({report.runtime}): {reason}", highlight=False, soft_wrap=True)
     checked = sum(1 for r in reports if r.results)
     if failed:
-        errors.print(f"{len(failed)} of {len(reports)} variants failed", highlight=False)
+        errors.print(f"{len(failed)} of {len(reports)} variants failed", highlight=False, soft_wrap=True)
         return 1
-    console.print(f"{checked} variants match their golden samples", highlight=False)
+    console.print(f"{checked} variants match their golden samples", highlight=False, soft_wrap=True)
     return 0

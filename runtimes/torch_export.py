@@ -1,6 +1,8 @@
 """TorchExportRuntime: serves a ``torch.export`` archive (``model.pt2``) by running its module in eager PyTorch.
 
-Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads`` for how several models share them.
+Thread counts are process-wide in PyTorch, so several torch models in one process share one setting: intra-op
+threads are the largest any loaded model asked for, inter-op threads the first asked for, with a warning when a
+model asks for something else (``runtimes.torch_threads``).
 """
 
 from __future__ import annotations
