@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,9 +150,7 @@ def build_demo_store(
 def build_mlp_savedmodel(path: Path, formats: Sequence[str], say: Progress) -> str | None:
     """The MLP as a Keras SavedModel holding the *same weights* as the PyTorch MLP, held to the same golden
     samples (copied from a PyTorch variant), so every runtime serves one identical model."""
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorflow") is None:  # frameworks are imported only inside runtimes/
         say("mlp: TensorFlow is not installed: NOT building mlp_tf_savedmodel (install tensorgate[tensorflow])")
         return None
     import shutil
