@@ -119,8 +119,7 @@ def main() -> int:
             swap.append(p99(lat))
             errors += err
             print(
-                f"round {round_ + 1}: steady p99 {steady[-1]:.2f} ms, "
-                f"during swap to v{version} p99 {swap[-1]:.2f} ms",
+                f"round {round_ + 1}: steady p99 {steady[-1]:.2f} ms, during swap to v{version} p99 {swap[-1]:.2f} ms",
                 flush=True,
             )
         ratio = statistics.median(swap) / statistics.median(steady)

@@ -26,8 +26,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from gateway.bench_load import GrpcLoad, InputTensor, LoadWindow, RestLoad, closed_loop, random_inputs
+from gateway.bench_load import InputTensor, LoadWindow, RestLoad, closed_loop, random_inputs
 from gateway.bench_server import GatewayProcess
+from gateway.grpc.load import GrpcLoad
 from gateway.types import DATATYPES
 from model_store.config import ModelConfig
 from runtimes import Runtime, detect_format, runtime_class

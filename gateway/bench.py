@@ -24,7 +24,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from gateway.bench_load import (
-    GrpcLoad,
     HttpxLoad,
     InputTensor,
     LoadWindow,
@@ -36,6 +35,7 @@ from gateway.bench_report import render_html, terminal_table
 from gateway.bench_result import Run, Variant, winner
 from gateway.bench_scrape import ServerWindow, Snapshot, parse_snapshot, window
 from gateway.bench_server import GatewayProcess
+from gateway.grpc.load import GrpcLoad
 
 PROTOCOLS = ("rest", "grpc")
 _SETTLE_S = 0.02  # lets the gateway record the last responses of a window before /metrics is read

@@ -16,19 +16,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import httpx
 import numpy as np
 import orjson
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.types import DATATYPES
 
 #: Returns None on success, else a short error key ("HTTP 503", "UNAVAILABLE", "ConnectError").
 Sender = Callable[[], Awaitable[str | None]]
 
-GRPC_MESSAGE_BYTES = 256 * 1024 * 1024
-_BACKOFF_S = 0.01  # after a transport error, so a dead server does not turn the loop into a busy spin
+BACKOFF_S = 0.01  # after a transport error, so a dead server does not turn the loop into a busy spin
 
 
 @dataclass(frozen=True)
@@ -94,14 +91,6 @@ def rest_payload(inputs: Sequence[InputTensor]) -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
-def grpc_payload(model: str, inputs: Sequence[InputTensor]) -> service_pb2.ModelInferRequest:
-    request = service_pb2.ModelInferRequest(model_name=model)
-    for t in inputs:
-        request.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
-        request.raw_input_contents.append(t.data)
-    return request
-
-
 class RestLoad:
     """V2 REST over plain HTTP/1.1 keep-alive connections, one per worker, each request written as one buffer.
 
@@ -137,7 +126,7 @@ class RestLoad:
         async def send() -> str | None:
             conn = idle.pop() if idle else await self._connect()
             if conn is None:
-                await asyncio.sleep(_BACKOFF_S)
+                await asyncio.sleep(BACKOFF_S)
                 return "ConnectError"
             try:
                 async with asyncio.timeout(timeout):
@@ -225,7 +214,7 @@ class HttpxLoad:
             try:
                 response = await send_request(request)
             except httpx.HTTPError as exc:
-                await asyncio.sleep(_BACKOFF_S)
+                await asyncio.sleep(BACKOFF_S)
                 return type(exc).__name__
             return None if response.status_code == 200 else f"HTTP {response.status_code}"
 
@@ -255,45 +244,6 @@ async def rest_check(base_url: str, model: str, inputs: Sequence[InputTensor]) -
     if response.status_code != 200:
         raise RuntimeError(f"REST infer on {model!r} answered {response.status_code}: {head[:500]!r}")
     return [o["name"] for o in orjson.loads(head).get("outputs", [])]
-
-
-class GrpcLoad:
-    """One grpc.aio channel (HTTP/2, streams multiplexed) shared by all workers of a run."""
-
-    def __init__(self, target: str, timeout: float = 30.0) -> None:
-        options = [
-            ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES),
-        ]
-        self.channel = grpc.aio.insecure_channel(target, options=options)
-        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
-        self.timeout = timeout
-
-    def sender(self, model: str, inputs: Sequence[InputTensor]) -> Sender:
-        request = grpc_payload(model, inputs)
-        call = self.stub.ModelInfer
-        timeout = self.timeout
-
-        async def send() -> str | None:
-            try:
-                await call(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                    await asyncio.sleep(_BACKOFF_S)
-                return str(exc.code().name)
-            return None
-
-        return send
-
-    async def check(self, model: str, inputs: Sequence[InputTensor]) -> list[str]:
-        try:
-            reply = await self.stub.ModelInfer(grpc_payload(model, inputs), timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RuntimeError(f"gRPC infer on {model!r} failed: {exc.code().name}: {exc.details()}") from None
-        return [o.name for o in reply.outputs]
-
-    async def close(self) -> None:
-        await self.channel.close()
 
 
 @dataclass

@@ -287,6 +287,8 @@ class ModelRegistry:
         cls = self.factory(fmt)
         runtime = cls()
         options = dict(model.config.options)
+        if fmt == "torch_aoti":
+            options.setdefault("num_runners", model.config.instances)  # one AOTInductor runner per worker thread
         if model.config.inputs is not None:
             options["inputs"] = [o.model_dump() for o in model.config.inputs]
         if model.config.outputs is not None:

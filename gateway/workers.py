@@ -31,9 +31,7 @@ class WorkerPool:
     def __init__(self, size: int, name: str = "tg-worker") -> None:
         self.size = max(1, size)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(self.size)
-        ]
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(self.size)]
         for thread in self._threads:
             thread.start()
 

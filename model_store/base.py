@@ -21,9 +21,7 @@ class StoreUnavailable(StoreError):
 def check_model_name(name: str) -> str:
     """Reject names that could escape the store root or that no model could have."""
     if not _NAME.match(name) or name in {".", ".."} or ".." in name:
-        raise StoreError(
-            f"invalid model name {name!r}: use letters, digits, '_', '-', '.', at most 128 characters"
-        )
+        raise StoreError(f"invalid model name {name!r}: use letters, digits, '_', '-', '.', at most 128 characters")
     return name
 
 

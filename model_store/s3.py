@@ -437,9 +437,7 @@ class S3Store:
                 shutil.rmtree(partial, ignore_errors=True)
                 if final.is_dir() and self._matches(final, objects):
                     return final  # another process renamed the same version in first
-                raise StoreError(
-                    f"{self.uri}: cannot write {model} version {version} to {partial}: {exc}"
-                ) from exc
+                raise StoreError(f"{self.uri}: cannot write {model} version {version} to {partial}: {exc}") from exc
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise

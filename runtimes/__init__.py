@@ -66,6 +66,4 @@ def detect_format(version_dir: Path) -> str:
         return "tf_savedmodel"
     if (version_dir / "model.pt2").is_file():
         return pt2_kind(version_dir / "model.pt2")
-    raise RuntimeLoadError(
-        f"no model artefact in {version_dir}: expected model.onnx, saved_model.pb or model.pt2"
-    )
+    raise RuntimeLoadError(f"no model artefact in {version_dir}: expected model.onnx, saved_model.pb or model.pt2")

@@ -67,9 +67,7 @@ class OnnxRuntime(Runtime):
         so.intra_op_num_threads = int(options.get("intra_op_threads", 1))
         so.inter_op_num_threads = int(options.get("inter_op_threads", 1))
         mode = str(options.get("execution_mode", "sequential"))
-        so.execution_mode = (
-            ort.ExecutionMode.ORT_PARALLEL if mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
-        )
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
         level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -83,9 +81,7 @@ class OnnxRuntime(Runtime):
         providers = list(options.get("providers") or [])
         if not providers:
             providers = (
-                ["CUDAExecutionProvider", "CPUExecutionProvider"]
-                if device == "cuda"
-                else ["CPUExecutionProvider"]
+                ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
             )
         missing = [p for p in providers if p not in available]
         if device == "cuda" and "CUDAExecutionProvider" not in available:
@@ -100,12 +96,8 @@ class OnnxRuntime(Runtime):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"ONNX Runtime could not load {model_path}: {exc}") from exc
         self._device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-        inputs = tuple(
-            TensorSpec(i.name, _datatype(i.type, i.name), _dims(i.shape)) for i in session.get_inputs()
-        )
-        outputs = tuple(
-            TensorSpec(o.name, _datatype(o.type, o.name), _dims(o.shape)) for o in session.get_outputs()
-        )
+        inputs = tuple(TensorSpec(i.name, _datatype(i.type, i.name), _dims(i.shape)) for i in session.get_inputs())
+        outputs = tuple(TensorSpec(o.name, _datatype(o.type, o.name), _dims(o.shape)) for o in session.get_outputs())
         self._string_inputs = {s.name for s in inputs if s.datatype == "BYTES"}
         self._bf16 = any(s.datatype == "BF16" for s in (*inputs, *outputs))
         self._signature = Signature(inputs=inputs, outputs=outputs)
@@ -195,6 +187,4 @@ def _datatype(ort_type: str, name: str) -> str:
     try:
         return _ORT_TYPES[ort_type]
     except KeyError:
-        raise RuntimeLoadError(
-            f"tensor {name!r} has type {ort_type}, which tensorgate cannot serve"
-        ) from None
+        raise RuntimeLoadError(f"tensor {name!r} has type {ort_type}, which tensorgate cannot serve") from None

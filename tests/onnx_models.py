@@ -103,6 +103,7 @@ def build_store(root: Path) -> Path:
     fixed_model(root / "fixed" / "1" / "model.onnx")
     for dt in IDENTITY_TYPES:
         identity_model(root / f"identity_{dt.lower()}" / "1" / "model.onnx", dt)
+    slow_model(root / "slow" / "1" / "model.onnx", width=512, layers=4)
     broken = root / "broken" / "1"
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "model.onnx").write_bytes(b"this is not an onnx file")

@@ -17,9 +17,7 @@ import httpx
 class ServerProcess:
     """Starts ``python -m gateway serve`` and waits until /v2/health/ready answers 200."""
 
-    def __init__(
-        self, store: str | Path, tmp: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
-    ):
+    def __init__(self, store: str | Path, tmp: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
         self.store = str(store)
         self.tmp = tmp
         self.args = list(args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from gateway.errors import InvalidInput
 from gateway.grpc.protos import service_pb2
+from gateway.raw import from_raw, to_raw
 from gateway.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 
 _CONTENTS_FIELD = {
@@ -62,15 +62,13 @@ def decode_request(msg: Any, deadline: float | None) -> InferRequest:
             raise InvalidInput(f"input {name!r}: shared memory is not supported by this server")
         count = element_count(shape)
         if raw:
-            array = _from_raw(raw[i], name, datatype, shape, count)
+            array = from_raw(raw[i], name, datatype, shape)
         else:
             array = _from_contents(inp.contents, name, datatype, shape, count)
         tensors.append(Tensor(name, array))
     outputs = None
     if msg.outputs:
-        outputs = [
-            RequestedOutput(o.name, {k: param_value(v) for k, v in o.parameters.items()}) for o in msg.outputs
-        ]
+        outputs = [RequestedOutput(o.name, {k: param_value(v) for k, v in o.parameters.items()}) for o in msg.outputs]
     params = {k: param_value(v) for k, v in msg.parameters.items()}
     request = InferRequest(
         model=msg.model_name,
@@ -88,20 +86,6 @@ def decode_request(msg: Any, deadline: float | None) -> InferRequest:
         own = time.monotonic() + timeout / 1e6
         request.deadline = own if deadline is None else min(deadline, own)
     return request
-
-
-def _from_raw(buf: bytes, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
-    if datatype == "BYTES":
-        return unpack_bytes(buf, name, shape, count)
-    dt = DATATYPES[datatype]
-    if len(buf) != count * dt.size:
-        raise InvalidInput(
-            f"input {name!r}: {len(buf)} bytes of {datatype} data, shape {shape} needs {count * dt.size} bytes"
-        )
-    array = np.frombuffer(buf, dtype=dt.numpy).reshape(shape)
-    if datatype == "BOOL":
-        array = array.view(np.uint8).astype(np.bool_)
-    return array
 
 
 def _from_contents(contents: Any, name: str, datatype: str, shape: list[int], count: int) -> np.ndarray:
@@ -122,34 +106,6 @@ def _from_contents(contents: Any, name: str, datatype: str, shape: list[int], co
     return array.reshape(shape)
 
 
-def unpack_bytes(buf: bytes, name: str, shape: list[int], count: int) -> np.ndarray:
-    out = np.empty(count, dtype=np.object_)
-    pos = 0
-    for i in range(count):
-        if pos + 4 > len(buf):
-            raise InvalidInput(f"input {name!r}: BYTES data ends after {i} of {count} elements")
-        (length,) = struct.unpack_from("<I", buf, pos)
-        pos += 4
-        if pos + length > len(buf):
-            raise InvalidInput(f"input {name!r}: BYTES element {i} runs past the end of the data")
-        out[i] = bytes(buf[pos : pos + length])
-        pos += length
-    if pos != len(buf):
-        raise InvalidInput(f"input {name!r}: {len(buf) - pos} bytes left over after {count} BYTES elements")
-    return out.reshape(shape)
-
-
-def pack(array: np.ndarray) -> bytes:
-    if array.dtype == np.object_ or array.dtype.kind in ("S", "U"):
-        parts = []
-        for item in array.reshape(-1):
-            b = item if isinstance(item, bytes) else str(item).encode("utf-8")
-            parts.append(struct.pack("<I", len(b)))
-            parts.append(b)
-        return b"".join(parts)
-    return np.ascontiguousarray(array).tobytes()
-
-
 def encode_response(response: InferResponse) -> Any:
     msg = service_pb2.ModelInferResponse(
         model_name=response.model, model_version=response.version, id=response.id or ""
@@ -159,7 +115,7 @@ def encode_response(response: InferResponse) -> Any:
         out.name = tensor.name
         out.datatype = tensor.datatype
         out.shape.extend(tensor.data.shape)
-        msg.raw_output_contents.append(pack(tensor.data))
+        msg.raw_output_contents.append(to_raw(tensor.data))
     for key, value in response.parameters.items():
         set_param(msg.parameters[key], value)
     return msg

@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -28,6 +26,7 @@ from gateway.errors import InvalidInput
 from gateway.tfserving_results import classification_rows, regression_values
 from gateway.types import DATATYPES, datatype_from_tf, datatype_of, element_count
 from runtimes.base import DEFAULT_SIGNATURE, Signature, TensorSpec
+from runtimes.tf_protos import meta_graph_pb2, tensor_pb2, tensor_shape_pb2
 
 SIGNATURE_DEF_FIELD = "signature_def"
 SIGNATURE_DEF_MAP_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"

@@ -7,16 +7,15 @@ No FastAPI here: pure bytes in, bytes out, so the hot path parses with orjson an
 from __future__ import annotations
 
 import gzip
-import struct
 import time
 import zlib
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
 from gateway.errors import InvalidInput, PayloadTooLarge
+from gateway.raw import from_raw, to_raw
 from gateway.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -64,9 +63,7 @@ def _header_length(value: str | None, body_length: int) -> int | None:
     except ValueError:
         raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
     if n < 0 or n > body_length:
-        raise InvalidInput(
-            f"Inference-Header-Content-Length {n} is outside the request body of {body_length} bytes"
-        )
+        raise InvalidInput(f"Inference-Header-Content-Length {n} is outside the request body of {body_length} bytes")
     return n
 
 
@@ -84,7 +81,7 @@ def decode_request(
         if raw_input is None:
             raise InvalidInput("a raw binary request (header length 0) needs a model with exactly one input")
         name, datatype, shape = raw_input
-        array = _from_binary(memoryview(body), name, datatype, shape)
+        array = from_raw(memoryview(body), name, datatype, shape)
         return InferRequest(
             model=model, version=version, inputs=[Tensor(name, array)], received=received,
             parameters={"binary_data_output": True},
@@ -120,7 +117,7 @@ def decode_request(
                     f"input {name!r}: binary_data_size {size} runs past the end of the binary data "
                     f"({len(binary) - offset} bytes left)"
                 )
-            array = _from_binary(binary[offset : offset + size], name, datatype, shape)
+            array = from_raw(binary[offset : offset + size], name, datatype, shape)
             offset += size
         else:
             if "data" not in item:
@@ -174,54 +171,14 @@ def _tensor_header(item: dict[str, Any], where: str) -> tuple[str, str, list[int
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}")
     return name, datatype, shape
 
 
-def _from_binary(chunk: memoryview, name: str, datatype: str, shape: list[int]) -> np.ndarray:
-    count = element_count(shape)
-    if datatype == "BYTES":
-        return _unpack_bytes(chunk, name, shape, count)
-    dt = DATATYPES[datatype]
-    expected = count * dt.size
-    if len(chunk) != expected:
-        raise InvalidInput(
-            f"input {name!r}: {len(chunk)} bytes of {datatype} data, shape {shape} needs {expected} bytes"
-        )
-    array = np.frombuffer(chunk, dtype=dt.numpy).reshape(shape)
-    if datatype == "BOOL":
-        array = array.view(np.uint8).astype(np.bool_)  # any non-zero byte is true
-    return array
-
-
-def _unpack_bytes(chunk: memoryview | bytes, name: str, shape: Sequence[int], count: int) -> np.ndarray:
-    out = np.empty(count, dtype=np.object_)
-    data = bytes(chunk)
-    pos = 0
-    for i in range(count):
-        if pos + 4 > len(data):
-            raise InvalidInput(f"input {name!r}: BYTES data ends after {i} of {count} elements")
-        (length,) = struct.unpack_from("<I", data, pos)
-        pos += 4
-        if pos + length > len(data):
-            raise InvalidInput(
-                f"input {name!r}: BYTES element {i} claims {length} bytes past the end of the data"
-            )
-        out[i] = data[pos : pos + length]
-        pos += length
-    if pos != len(data):
-        raise InvalidInput(f"input {name!r}: {len(data) - pos} bytes left over after {count} BYTES elements")
-    return out.reshape(shape)
-
-
 def _from_json(data: Any, name: str, datatype: str, shape: list[int]) -> np.ndarray:
     if datatype in _JSON_FORBIDDEN:
-        raise InvalidInput(
-            f"input {name!r}: {datatype} cannot be sent as JSON; use the binary tensor extension"
-        )
+        raise InvalidInput(f"input {name!r}: {datatype} cannot be sent as JSON; use the binary tensor extension")
     count = element_count(shape)
     if datatype == "BYTES":
         flat = _flatten(data)
@@ -244,9 +201,7 @@ def _from_json(data: Any, name: str, datatype: str, shape: list[int]) -> np.ndar
     if array.size != count:
         raise InvalidInput(f"input {name!r}: {array.size} values given, shape {shape} needs {count}")
     if array.ndim > 1 and list(array.shape) != shape:
-        raise InvalidInput(
-            f"input {name!r}: nested data has shape {list(array.shape)}, declared shape {shape}"
-        )
+        raise InvalidInput(f"input {name!r}: nested data has shape {list(array.shape)}, declared shape {shape}")
     return array.reshape(shape)
 
 
@@ -273,28 +228,10 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
-def pack_bytes(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.reshape(-1):
-        b = item if isinstance(item, bytes) else str(item).encode("utf-8")
-        parts.append(struct.pack("<I", len(b)))
-        parts.append(b)
-    return b"".join(parts)
-
-
-def tensor_bytes(array: np.ndarray) -> bytes:
-    if array.dtype == np.object_ or array.dtype.kind in ("S", "U"):
-        return pack_bytes(array)
-    return np.ascontiguousarray(array).tobytes()
-
-
 def _json_data(tensor: Tensor) -> list[Any]:
     data = tensor.data
     if data.dtype == np.object_ or data.dtype.kind in ("S", "U"):
-        return [
-            (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-            for v in data.reshape(-1).tolist()
-        ]
+        return [(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) for v in data.reshape(-1).tolist()]
     if tensor.datatype in _JSON_FORBIDDEN:
         return data.astype(np.float32).reshape(-1).tolist()  # type: ignore[no-any-return]
     return data.reshape(-1).tolist()  # type: ignore[no-any-return]
@@ -311,7 +248,7 @@ def encode_response(response: InferResponse, binary_default: bool) -> tuple[byte
             binary = bool(req.parameters["binary_data"])
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         if binary:
-            raw = tensor_bytes(tensor.data)
+            raw = to_raw(tensor.data)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

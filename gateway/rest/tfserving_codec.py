@@ -461,7 +461,7 @@ def _feature(name: str, value: Any, feature: Any) -> None:
 
 
 def _example(value: Any) -> Any:
-    from tensorflow.core.example import example_pb2
+    from runtimes.tf_protos import example_pb2
 
     if not isinstance(value, dict):
         raise InvalidInput(f"Example must be JSON object but got JSON {_json_type(value)}")

@@ -123,9 +123,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
 def raw_input_spec(dp: DataPlane, name: str, version: str | None) -> tuple[str, str, list[int]]:
     meta = dp.model_metadata(name, version)
     if len(meta.inputs) != 1:
-        raise InvalidInput(
-            f"a raw binary request needs a model with one input; {name!r} has {len(meta.inputs)}"
-        )
+        raise InvalidInput(f"a raw binary request needs a model with one input; {name!r} has {len(meta.inputs)}")
     spec = meta.inputs[0]
     shape = [1 if d == -1 else int(d) for d in spec.shape]
     return spec.name, spec.datatype, shape

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import httpx
 import ml_dtypes
 import numpy as np
 import onnxruntime as ort
@@ -149,13 +150,21 @@ def test_statistics_repository_and_stream(client: tg.InferenceServerClient) -> N
     assert len(results) == 3 and all(not isinstance(r, Exception) for r in results)
 
 
-def test_client_deadline_is_honoured(client: tg.InferenceServerClient) -> None:
-    x = np.ones((1, 16), np.float32)
-    inp = tg.InferInput("x", [1, 16], "FP32")
+def test_client_deadline_is_honoured(client: tg.InferenceServerClient, server: ServerProcess) -> None:
+    x = np.ones((256, 512), np.float32)  # the slow model needs far longer than the deadline for this batch
+    inp = tg.InferInput("x", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     with pytest.raises(InferenceServerException) as info:
-        client.infer("dense", [inp], client_timeout=0.000001)
+        client.infer("slow", [inp], client_timeout=0.005)
     assert "DEADLINE_EXCEEDED" in str(info.value) or "Deadline" in str(info.value)
+    # the REST `timeout` parameter (microseconds) is a server-side deadline: 504 with a clear message
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [256, 512], "data": x.reshape(-1).tolist()}],
+           "parameters": {"timeout": 1000}}  # fmt: skip
+    resp = httpx.post(f"{server.http_url}/v2/models/slow/infer", json=doc, timeout=30)
+    assert resp.status_code == 504 and "deadline" in resp.json()["error"]
+    small = tg.InferInput("x", [1, 512], "FP32")
+    small.set_data_from_numpy(np.ones((1, 512), np.float32))
+    assert client.infer("slow", [small]).as_numpy("y").shape == (1, 512)
 
 
 def test_large_message_and_limit(onnx_store: Path, tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.bench_load import concrete_shape, grpc_payload, random_inputs, rest_payload
+from gateway.bench_load import concrete_shape, random_inputs, rest_payload
 from gateway.grpc.codec import decode_request as decode_grpc
+from gateway.grpc.load import grpc_payload
 from gateway.rest.codec import decode_request as decode_rest
 
 SPECS = [

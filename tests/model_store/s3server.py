@@ -164,9 +164,7 @@ class S3Server:
     def __enter__(self) -> S3Server:
         return self.start()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -272,9 +270,7 @@ class S3Server:
             self.put(base + artefact, data[: len(data) // 2])
         return base
 
-    def upload_corrupt_version(
-        self, folder: str | Path, model: str, version: int, *, prefix: str = ""
-    ) -> str:
+    def upload_corrupt_version(self, folder: str | Path, model: str, version: int, *, prefix: str = "") -> str:
         """A manifest for the real files, and an artefact of the right size whose bytes were flipped."""
         root = Path(folder)
         artefact = next(name for name in ARTEFACTS if (root / name).is_file())

@@ -330,9 +330,7 @@ def test_missing_bucket_is_unavailable(s3_env: S3Server, tmp_path: Path) -> None
         store.list_models()
 
 
-def test_missing_credentials_are_unavailable(
-    s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_credentials_are_unavailable(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     store = S3Store(s3_env.uri("x"), cache_dir=tmp_path)
@@ -358,14 +356,10 @@ def outage_store(
     outage_server.start()  # in case a test before left it stopped
     point_env_at(outage_server, monkeypatch)
     outage_server.upload_version(onnx_model.folder, "affine", 1, prefix="o", marker="_COMPLETE")
-    return S3Store(
-        outage_server.uri("o"), cache_dir=tmp_path, connect_timeout=0.5, read_timeout=1.0, max_attempts=2
-    )
+    return S3Store(outage_server.uri("o"), cache_dir=tmp_path, connect_timeout=0.5, read_timeout=1.0, max_attempts=2)
 
 
-def test_outage_is_reported_quickly_and_the_store_recovers(
-    outage_server: S3Server, outage_store: S3Store
-) -> None:
+def test_outage_is_reported_quickly_and_the_store_recovers(outage_server: S3Server, outage_store: S3Store) -> None:
     assert outage_store.list_versions("affine") == [1]
     port = outage_server.port
     outage_server.stop()

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.grpc.codec import decode_request, encode_response, pack, param_value, set_param, unpack_bytes
+from gateway.grpc.codec import decode_request, encode_response, param_value, set_param
 from gateway.grpc.protos import service_pb2
+from gateway.raw import to_raw as pack
+from gateway.raw import unpack_bytes
 from gateway.types import DATATYPES, InferResponse, RequestedOutput, Tensor
 
 TYPED: dict[str, tuple[str, list[Any]]] = {
@@ -144,7 +146,7 @@ def test_raw_count_must_match_inputs() -> None:
     [
         ("FP32", [2], b"\x00" * 7, "7 bytes of FP32 data, shape [2] needs 8"),
         ("BYTES", [2], struct.pack("<I", 1) + b"a", "ends after 1 of 2"),
-        ("BYTES", [1], struct.pack("<I", 5) + b"a", "runs past the end"),
+        ("BYTES", [1], struct.pack("<I", 5) + b"a", "past the end of the data"),
         ("BYTES", [1], struct.pack("<I", 1) + b"ab", "1 bytes left over"),
         ("FLOAT", [1], b"\x00" * 4, "datatype 'FLOAT' is not one of"),
         ("FP32", [-1], b"", "negative dimension"),

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from gateway.errors import InvalidInput, PayloadTooLarge
-from gateway.rest.codec import compress, decode_request, decompress, encode_response, pack_bytes
+from gateway.raw import to_raw as pack_bytes
+from gateway.rest.codec import compress, decode_request, decompress, encode_response
 from gateway.types import DATATYPES, InferResponse, RequestedOutput, Tensor
 
 JSON_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32", "FP64"]
