@@ -7,12 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from gateway.errors import InvalidInput
-
-BF16 = np.dtype(ml_dtypes.bfloat16)
+from runtimes.datatype import NUMPY_DTYPES
 
 
 @dataclass(frozen=True)
@@ -28,20 +26,23 @@ class Datatype:
 
 
 _TABLE = [
-    Datatype("BOOL", np.dtype(np.bool_), 1, "TYPE_BOOL", 10, "DT_BOOL"),
-    Datatype("UINT8", np.dtype(np.uint8), 1, "TYPE_UINT8", 4, "DT_UINT8"),
-    Datatype("UINT16", np.dtype(np.uint16), 2, "TYPE_UINT16", 17, "DT_UINT16"),
-    Datatype("UINT32", np.dtype(np.uint32), 4, "TYPE_UINT32", 22, "DT_UINT32"),
-    Datatype("UINT64", np.dtype(np.uint64), 8, "TYPE_UINT64", 23, "DT_UINT64"),
-    Datatype("INT8", np.dtype(np.int8), 1, "TYPE_INT8", 6, "DT_INT8"),
-    Datatype("INT16", np.dtype(np.int16), 2, "TYPE_INT16", 5, "DT_INT16"),
-    Datatype("INT32", np.dtype(np.int32), 4, "TYPE_INT32", 3, "DT_INT32"),
-    Datatype("INT64", np.dtype(np.int64), 8, "TYPE_INT64", 9, "DT_INT64"),
-    Datatype("FP16", np.dtype(np.float16), 2, "TYPE_FP16", 19, "DT_HALF"),
-    Datatype("FP32", np.dtype(np.float32), 4, "TYPE_FP32", 1, "DT_FLOAT"),
-    Datatype("FP64", np.dtype(np.float64), 8, "TYPE_FP64", 2, "DT_DOUBLE"),
-    Datatype("BYTES", np.dtype(np.object_), 0, "TYPE_STRING", 7, "DT_STRING"),
-    Datatype("BF16", BF16, 2, "TYPE_BF16", 14, "DT_BFLOAT16"),
+    Datatype(name, NUMPY_DTYPES.get(name, np.dtype(np.object_)), size, triton, tf, tf_name)
+    for name, size, triton, tf, tf_name in (
+        ("BOOL", 1, "TYPE_BOOL", 10, "DT_BOOL"),
+        ("UINT8", 1, "TYPE_UINT8", 4, "DT_UINT8"),
+        ("UINT16", 2, "TYPE_UINT16", 17, "DT_UINT16"),
+        ("UINT32", 4, "TYPE_UINT32", 22, "DT_UINT32"),
+        ("UINT64", 8, "TYPE_UINT64", 23, "DT_UINT64"),
+        ("INT8", 1, "TYPE_INT8", 6, "DT_INT8"),
+        ("INT16", 2, "TYPE_INT16", 5, "DT_INT16"),
+        ("INT32", 4, "TYPE_INT32", 3, "DT_INT32"),
+        ("INT64", 8, "TYPE_INT64", 9, "DT_INT64"),
+        ("FP16", 2, "TYPE_FP16", 19, "DT_HALF"),
+        ("FP32", 4, "TYPE_FP32", 1, "DT_FLOAT"),
+        ("FP64", 8, "TYPE_FP64", 2, "DT_DOUBLE"),
+        ("BYTES", 0, "TYPE_STRING", 7, "DT_STRING"),  # numpy object arrays of bytes
+        ("BF16", 2, "TYPE_BF16", 14, "DT_BFLOAT16"),
+    )
 ]
 DATATYPES: dict[str, Datatype] = {d.name: d for d in _TABLE}
 _BY_NUMPY: dict[np.dtype, Datatype] = {d.numpy: d for d in _TABLE}
