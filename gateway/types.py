@@ -12,6 +12,8 @@ import numpy as np
 from gateway.errors import InvalidInput
 from runtimes.datatype import NUMPY_DTYPES
 
+BF16 = NUMPY_DTYPES["BF16"]
+
 
 @dataclass(frozen=True)
 class Datatype:
