@@ -188,7 +188,7 @@ def write_golden(model_dir: Path, golden: Golden) -> None:
 
 
 def _check_artefact(fmt: str, folder: Path, golden: Golden, options: Mapping[str, Any]) -> None:
-    from gateway.verify import check_golden, failures
+    from gateway.golden import check_golden, failures
 
     atol, rtol = TOLERANCES[fmt]
     runtime = runtime_class(fmt)()

@@ -286,13 +286,9 @@ class ModelRegistry:
         model.format = fmt
         cls = self.factory(fmt)
         runtime = cls()
-        options = dict(model.config.options)
+        options = model.config.runtime_options()
         if fmt == "torch_aoti":
             options.setdefault("num_runners", model.config.instances)  # one AOTInductor runner per worker thread
-        if model.config.inputs is not None:
-            options["inputs"] = [o.model_dump() for o in model.config.inputs]
-        if model.config.outputs is not None:
-            options["outputs"] = [o.model_dump() for o in model.config.outputs]
         runtime.load(path, options)
         model.runtime = runtime
         model.platform = cls.platform

@@ -150,5 +150,14 @@ class ModelConfig(_Strict):
             )
             raise ConfigError(f"{where}: {problems}") from exc
 
+    def runtime_options(self) -> dict[str, Any]:
+        """What a Runtime's ``load`` gets: ``options`` plus the ``inputs``/``outputs`` signature overrides."""
+        options = dict(self.options)
+        if self.inputs is not None:
+            options["inputs"] = [o.model_dump() for o in self.inputs]
+        if self.outputs is not None:
+            options["outputs"] = [o.model_dump() for o in self.outputs]
+        return options
+
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)

@@ -13,8 +13,8 @@ import pytest
 from gateway.cli import main
 from gateway.demo import MLP
 from gateway.export import TORCH_FORMATS, export_torch
-from gateway.verify import check_golden, compare, failures, verify_store
-from gateway.warmup import load_golden
+from gateway.golden import check_golden, compare, failures, load_golden
+from gateway.verify import verify_store
 from model_store import open_store
 from model_store.config import Verify
 from runtimes.torch_export import TorchExportRuntime
