@@ -209,7 +209,8 @@ class ModelRegistry:
             entry = self.models[name] = ModelEntry(name, config)
         config_changed = entry.config != config
         entry.config = config
-        entry.versions.pop(0, None) if 0 not in versions else None
+        if 0 not in versions:
+            entry.versions.pop(0, None)  # the placeholder row of an earlier invalid config.yaml
         if not desired and not entry.ready_versions():
             log.warning("model %s has no version to serve in the store (policy %s)", name, config.version_policy)
         loads = []

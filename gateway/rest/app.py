@@ -32,9 +32,7 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        if request.url.path.startswith("/v1/"):
-            return error_response(exc.message, tfserving.status_for(exc))
-        return error_response(exc.message, exc.http_status)
+        return error_response(exc.message, exc.http_status)  # V2 and TF Serving share the one table
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

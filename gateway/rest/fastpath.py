@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge
+from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, ServerUnavailable
 from gateway.rest.codec import compress, decode_request, decompress, encode_response
+from gateway.rest.v2 import raw_input_spec
 from gateway.settings import Settings
 from gateway.types import InferResponse
 
@@ -80,8 +81,6 @@ class InferApp:
             elif key == b"accept-encoding":
                 accept = value.decode("latin-1")
         if self.dp.draining:
-            from gateway.errors import ServerUnavailable
-
             raise ServerUnavailable("server is shutting down")
         if declared is not None:
             try:
@@ -94,8 +93,6 @@ class InferApp:
         body = decompress(body, content_encoding, self.limit)
         raw_input = None
         if header_length == "0":
-            from gateway.rest.v2 import raw_input_spec
-
             raw_input = raw_input_spec(self.dp, name, version)
         request = decode_request(body, header_length, name, version, raw_input)
         binary_default = bool(request.parameters.get("binary_data_output", False))

@@ -1,7 +1,7 @@
 """TensorFlow Serving REST API (/v1/models/...): status, metadata, :predict, :classify, :regress.
 
 Thin adapters over the DataPlane: every model is reachable, whatever its runtime. Errors use TF Serving's shape
-(``{"error": ...}``) and its status codes (protocols.md §6).
+(``{"error": ...}``); TF Serving's HTTP codes for each status are exactly the ones in ``gateway.errors.STATUS_TABLE``.
 """
 
 from __future__ import annotations
@@ -23,28 +23,11 @@ from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD
 
 router = APIRouter()
 
-_TFS_STATUS = {
-    "INVALID_ARGUMENT": 400,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "RESOURCE_EXHAUSTED": 429,
-    "UNIMPLEMENTED": 501,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-    "CANCELLED": 499,
-}
 _PATH = re.compile(
     r"^/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$",
     re.IGNORECASE,
 )
-
-
-def status_for(exc: GatewayError) -> int:
-    """TF Serving's mapping of a status code to HTTP (protocols.md §6); 413 stays 413."""
-    if exc.http_status == 413:
-        return 413
-    return _TFS_STATUS.get(exc.code, 500)
 
 
 def _target(request: Request) -> dict[str, Any]:
