@@ -7,7 +7,7 @@ STORE  ?= demo_store
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 
-.PHONY: serve test venv tools demo lint unit perf-analyzer clean
+.PHONY: serve test test-cuda venv tools demo lint unit perf-analyzer clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,10 @@ unit: venv
 
 test: venv tools lint
 	$(PY) -m pytest -q --durations=15
+
+# The GPU suite (AOTInductor on CUDA, served): needs an NVIDIA GPU and a CUDA build of torch in the venv.
+test-cuda: venv
+	$(PY) -m pytest -q -m cuda tests/e2e/test_cuda_serving.py
 
 perf-analyzer:
 	@bash bench/setup-perf-analyzer.sh

@@ -2,10 +2,16 @@
 
 Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads``. A CPU package is compiled with
 ``-march=native``: it runs on CPUs with the compiling machine's instruction set (and the same torch build).
+``python -m runtimes.torch_aoti FOLDER OPTIONS_JSON`` is the probe: it loads the package and runs it once, alone.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +23,7 @@ import torch.utils._pytree as pytree
 from torch._inductor.package import load_package
 
 from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
+from runtimes.datatype import numpy_dtype
 from runtimes.pt2_signature import SIDECAR, PT2Signature
 from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
 from runtimes.torch_threads import adopt_in_this_thread, apply_thread_options
@@ -38,6 +45,11 @@ class TorchAOTIRuntime(Runtime):
       their numpy-backed inputs, and the process deadlocks.
       ``inputs`` / ``outputs``: config overrides, as for ``TorchExportRuntime``.
       ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide).
+      ``probe``: load the package and run it once in a child process first (``auto``, the default: for CUDA
+      packages; ``true``; ``false``). The package's native code runs inside the server process, and a crash there
+      takes every model down with it: torch 2.11's loader segfaults on CUDA packages on some machines (its own
+      minimal example too). A child that dies turns into a RuntimeLoadError naming the signal. Costs a few seconds
+      of load time (the child imports torch).
     """
 
     format = "torch_aoti"
@@ -79,6 +91,11 @@ class TorchAOTIRuntime(Runtime):
                 f"{file} was compiled for {sig.device!r} and cannot run on {device!r}: compile a package for "
                 f"{kind} with `tensorgate export` on a machine that has it"
             )
+        probe = options.get("probe", "auto")
+        if probe not in ("auto", True, False):
+            raise RuntimeLoadError(f"option probe must be auto, true or false, got {probe!r}")
+        if probe is True or (probe == "auto" and kind == "cuda"):
+            _probe(Path(path), {**options, "probe": False})
         num_runners = options.get("num_runners", 1)
         if isinstance(num_runners, bool) or not isinstance(num_runners, int) or num_runners < 1:
             raise RuntimeLoadError(f"option num_runners must be a positive integer, got {num_runners!r}")
@@ -133,3 +150,49 @@ class TorchAOTIRuntime(Runtime):
         self._loader = None
         self._sig = None
         self._signature = None
+
+
+PROBE_TIMEOUT_S = 600.0  # a first CUDA load can JIT kernels for minutes
+
+
+def _probe(folder: Path, options: Mapping[str, Any]) -> None:
+    """Load ``folder``'s package and run it once on zeros in a child process; RuntimeLoadError if that fails."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "runtimes.torch_aoti", str(folder), json.dumps(dict(options))]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeLoadError(f"{folder}: the probe process did not finish within {PROBE_TIMEOUT_S:.0f} s") from None
+    if done.returncode == 0:
+        return
+    if done.returncode < 0:
+        reason = f"crashed with {signal.Signals(-done.returncode).name}"
+    else:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = f"failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
+    raise RuntimeLoadError(
+        f"{folder / TorchAOTIRuntime.artifact}: loading and running the package in a probe process {reason}; "
+        f"it was not loaded into the server (torch {torch.__version__})"
+    )
+
+
+def _probe_main(folder: str, options_json: str) -> None:
+    runtime = TorchAOTIRuntime()
+    runtime.load(Path(folder), json.loads(options_json))
+    sig = runtime._sig
+    if sig is None:
+        raise RuntimeLoadError(f"{folder}: loaded without a signature")
+    zeros = {
+        t.name: np.zeros(
+            [d if isinstance(d, int) else sig.ranges.get(str(d), (1, None))[0] for d in t.dims],
+            dtype=numpy_dtype(t.datatype),
+        )
+        for t in sig.inputs
+    }
+    runtime.infer(zeros)
+    runtime.unload()
+
+
+if __name__ == "__main__":
+    _probe_main(*sys.argv[1:3])

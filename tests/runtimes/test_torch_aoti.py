@@ -161,3 +161,29 @@ def test_cuda_device_needs_cuda_and_a_cuda_package(torch_store: Path) -> None:
         TorchAOTIRuntime().load(folder, {"device": "tpu"})
     with pytest.raises(RuntimeLoadError, match="num_runners must be a positive integer"):
         TorchAOTIRuntime().load(folder, {"num_runners": 0})
+
+
+def test_probe_loads_and_runs_the_package_in_a_child_first(torch_store: Path) -> None:
+    runtime = TorchAOTIRuntime()
+    runtime.load(torch_store / "multi_torch_aoti" / "1", {"probe": True})
+    inputs = family_inputs("multi", 2)
+    np.testing.assert_allclose(runtime.infer(inputs)["score"], eager_outputs("multi", inputs)["score"], atol=ATOL)
+    with pytest.raises(RuntimeLoadError, match="option probe must be auto, true or false"):
+        TorchAOTIRuntime().load(torch_store / "mlp_torch_aoti" / "1", {"probe": "sometimes"})
+
+
+def test_a_crash_in_the_probe_is_a_load_error_not_a_dead_server(
+    torch_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real native crash in the child: every Python started with this path segfaults on start-up.
+    (tmp_path / "sitecustomize.py").write_text("import ctypes\nctypes.string_at(0)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(RuntimeLoadError, match="probe process crashed with SIGSEGV; it was not loaded"):
+        TorchAOTIRuntime().load(torch_store / "mlp_torch_aoti" / "1", {"probe": True})
+    # A package that loads here but fails in the child reports the child's last line.
+    monkeypatch.delenv("PYTHONPATH")
+    broken = tmp_path / "broken"
+    shutil.copytree(torch_store / "mlp_torch_aoti" / "1", broken)
+    (broken / "model.pt2").write_bytes(b"not a zip")
+    with pytest.raises(RuntimeLoadError, match=r"probe process failed: .*failed to load"):
+        TorchAOTIRuntime().load(broken, {"probe": True})
