@@ -3,6 +3,7 @@ format (ONNX, torch.export, AOTInductor), called with tritonclient over REST and
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import httpx
@@ -100,3 +101,34 @@ def test_verify_passes_against_the_running_gateway(server: ServerProcess) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     for fmt in FORMATS:
         assert f"mlp_{fmt}" in done.stdout
+
+
+def test_a_package_whose_probe_crashes_fails_alone(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A native crash while loading a package (the probe process segfaults) marks that model failed; the server
+    and its other models keep serving."""
+    store, _lines = shared_torch_store(tmp_path_factory)
+    root = tmp_path_factory.mktemp("probe_store")
+    for model in ("mlp_onnx", "mlp_torch_aoti"):
+        shutil.copytree(store / model, root / model)
+    config = root / "mlp_torch_aoti" / "config.yaml"
+    config.write_text(config.read_text() + "options:\n  probe: true\n")
+    hooks = tmp_path_factory.mktemp("crash_hook")
+    (hooks / "sitecustomize.py").write_text(
+        "import ctypes\n"
+        "if b'runtimes.torch_aoti' in open('/proc/self/cmdline', 'rb').read():\n"
+        "    ctypes.string_at(0)\n"
+    )
+    proc = ServerProcess(root, tmp_path_factory.mktemp("probe_server"), ["--poll-interval", "0"],
+                         env={"PYTHONPATH": str(hooks)})  # fmt: skip
+    proc.start(timeout=300)
+    try:
+        rows = {r["name"]: r for r in httpx.post(f"{proc.http_url}/v2/repository/index", timeout=10).json()}
+        assert rows["mlp_torch_aoti"]["state"] == "UNAVAILABLE"
+        assert "crashed with SIGSEGV" in rows["mlp_torch_aoti"]["reason"]
+        assert rows["mlp_onnx"]["state"] == "READY"
+        inputs = family_inputs("mlp", batch=2)
+        got = _infer(th, th.InferenceServerClient(proc.http), "mlp_onnx", inputs)
+        np.testing.assert_allclose(got["logits"], eager_outputs("mlp", inputs)["logits"], atol=TOLERANCE["onnx"])
+        assert httpx.get(f"{proc.http_url}/v2/models/mlp_torch_aoti/ready").status_code == 503
+    finally:
+        proc.stop()
