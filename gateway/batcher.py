@@ -1,15 +1,21 @@
-"""Batcher: dynamic batching for one model version.
+"""Batcher: dynamic batching for one model version, run by the model's own instance threads.
 
-Requests whose inputs agree on every dimension but the first are stacked along dim 0, run as one runtime call in the
-model's thread pool, and split back per request. A batch is formed when a model instance is free and either the
-queued rows reach ``max_batch_size`` (or a preferred size) or the oldest request has waited ``max_queue_delay_ms``.
-If a batched call fails, each of its requests is retried alone so that errors stay per request. Requests whose
-deadline has passed are dropped before they reach the runtime. All bookkeeping runs on the event loop thread.
+Requests whose inputs agree on every dimension but the first are stacked along dim 0, run as one runtime call, and
+split back per request. Each of the model's ``instances`` threads takes the next batch itself as soon as it is free
+(never waiting for the event loop to hand it one): the oldest request plus every queued compatible request, up to
+``max_batch_size`` rows, once the queued rows reach ``max_batch_size`` (or a preferred size) or the oldest request
+has waited ``max_queue_delay_ms`` (0: take what is queued at once). If a batched call fails, each of its requests is
+retried alone so that errors stay per request. Requests whose deadline has passed are dropped before they reach the
+runtime. Results and metrics go back to the event loop in one callback per batch.
+
+With no queue delay an instance takes at most its share of the queue (queued rows / instances, rounded up): a
+greedy instance taking everything would leave the others idle and the pipeline bursty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,10 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.errors import DeadlineExceeded, GatewayError, InferenceFailed, InvalidInput
-from gateway.workers import WorkerPool
 from runtimes import Runtime, RuntimeInputError
 
 Result = tuple[dict[str, np.ndarray], float, float]
+Outcome = Result | BaseException
+#: (requests, rows, seconds) of one runtime call
+Execution = tuple[int, int, float]
 
 
 @dataclass(eq=False)
@@ -29,6 +37,7 @@ class _Pending:
     inputs: dict[str, np.ndarray]
     outputs: list[str]
     future: asyncio.Future[Result]
+    loop: asyncio.AbstractEventLoop
     enqueued: float
     deadline: float | None
     rows: int
@@ -39,16 +48,15 @@ class Batcher:
     def __init__(
         self,
         runtime: Runtime,
-        executor: WorkerPool,
         *,
         instances: int,
         max_batch_size: int,
         max_queue_delay_ms: float,
         preferred_batch_sizes: list[int] | None = None,
         on_batch: Callable[[int, int, float], None] | None = None,
+        name: str = "tg-batch",
     ) -> None:
         self.runtime = runtime
-        self.executor = executor
         self.instances = max(1, instances)
         self.max_batch_size = max(1, max_batch_size)
         self.delay = max_queue_delay_ms / 1000.0
@@ -56,46 +64,86 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._rows = 0
-        self._busy = 0
-        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._cond = threading.Condition(threading.Lock())
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(self.instances)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def submit(self, inputs: dict[str, np.ndarray], outputs: list[str], deadline: float | None) -> Result:
         loop = asyncio.get_running_loop()
         first = next(iter(inputs.values()))
         rows = int(first.shape[0]) if first.ndim else 1
         key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))
-        item = _Pending(inputs, outputs, loop.create_future(), time.perf_counter(), deadline, rows, key)
+        item = _Pending(inputs, outputs, loop.create_future(), loop, time.perf_counter(), deadline, rows, key)
         if rows > self.max_batch_size:
             item.rows = self.max_batch_size  # runs alone: never split a request
-        self._queue.append(item)
-        self._rows += item.rows
-        self._kick(loop)
+        with self._cond:
+            if self._closed:
+                raise InferenceFailed("the model is being unloaded")
+            self._queue.append(item)
+            self._rows += item.rows
+            self._cond.notify()
         return await item.future
 
-    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
-        while self._busy < self.instances and self._queue:
-            oldest = self._queue[0]
-            waited = time.perf_counter() - oldest.enqueued
-            full = self._rows >= self.max_batch_size or (self.preferred and self._rows in self.preferred)
-            if not (full or waited >= self.delay or self._closed):
-                if self._timer is None:
-                    self._timer = loop.call_later(self.delay - waited, self._on_timer, loop)
+    # ------------------------------------------------------------------ instance threads
+
+    def _serve(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
                 return
-            self._dispatch(loop)
+            now = time.monotonic()
+            live: list[_Pending] = []
+            expired: list[_Pending] = []
+            for item in batch:
+                if item.future.cancelled():
+                    continue
+                (expired if item.deadline is not None and now >= item.deadline else live).append(item)
+            outcomes: list[Outcome] = [DeadlineExceeded("deadline exceeded while queued for a batch") for _ in expired]
+            executions: list[Execution] = []
+            if live:
+                results, executions = self._run(live)
+                outcomes = [*outcomes, *results]
+            if expired or live:
+                try:
+                    (expired or live)[0].loop.call_soon_threadsafe(
+                        self._finish, [*expired, *live], outcomes, executions
+                    )
+                except RuntimeError:  # the event loop has closed: nobody is waiting any more
+                    pass
 
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        self._kick(loop)
+    def _next_batch(self) -> list[_Pending] | None:
+        """Block until a batch is due (full, preferred size, oldest waited long enough, or closing); None to stop."""
+        with self._cond:
+            while True:
+                if self._queue:
+                    if self._closed or self.delay == 0:
+                        break
+                    full = self._rows >= self.max_batch_size or (self.preferred and self._rows in self.preferred)
+                    waited = time.perf_counter() - self._queue[0].enqueued
+                    if full or waited >= self.delay:
+                        break
+                    self._cond.wait(self.delay - waited)
+                elif self._closed:
+                    return None
+                else:
+                    self._cond.wait()
+            limit = self.max_batch_size
+            if self.delay == 0:  # take a fair share, leaving the rest to the other instances
+                limit = min(limit, max(1, -(-self._rows // self.instances)))
+            return self._take(limit)
 
-    def _take(self) -> list[_Pending]:
-        """The oldest request and every queued request compatible with it, up to max_batch_size rows."""
+    def _take(self, limit: int) -> list[_Pending]:
+        """The oldest request and every queued request compatible with it, up to ``limit`` rows (lock held)."""
         first = self._queue.popleft()
         batch, rows = [first], first.rows
         skipped: list[_Pending] = []
-        while self._queue and rows < self.max_batch_size:
+        while self._queue and rows < limit:
             item = self._queue.popleft()
-            if item.key == first.key and rows + item.rows <= self.max_batch_size:
+            if item.key == first.key and rows + item.rows <= limit:
                 batch.append(item)
                 rows += item.rows
             else:
@@ -104,33 +152,16 @@ class Batcher:
                     break
         self._queue.extendleft(reversed(skipped))
         self._rows -= rows
+        if self._queue:
+            self._cond.notify()  # more is queued: another free instance can start on it
         return batch
 
-    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch = self._take()
-        now = time.monotonic()
-        live = []
-        for item in batch:
-            if item.deadline is not None and now >= item.deadline:
-                if not item.future.done():
-                    item.future.set_exception(DeadlineExceeded("deadline exceeded while queued for a batch"))
-            elif not item.future.cancelled():
-                live.append(item)
-        if not live:
-            return
-        self._busy += 1
-        fut = self.executor.run(self._run, live)
-        fut.add_done_callback(lambda f: self._done(loop, live, f))
-
-    def _run(self, batch: list[_Pending]) -> tuple[list[Result | BaseException], list[tuple[int, int, float]]]:
-        """Worker thread: returns per-request results and the executions made (requests, rows, seconds)."""
-        start = time.perf_counter()
-        outputs = sorted({n for item in batch for n in item.outputs})
+    def _run(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution]]:
+        """Per-request outcomes and the runtime calls made."""
         if len(batch) == 1:
             return self._singles(batch)
+        start = time.perf_counter()
+        outputs = sorted({n for item in batch for n in item.outputs})
         names = list(batch[0].inputs)
         try:
             stacked = {n: np.concatenate([item.inputs[n] for item in batch], axis=0) for n in names}
@@ -138,7 +169,7 @@ class Batcher:
         except Exception:
             return self._singles(batch)
         end = time.perf_counter()
-        out: list[Result | BaseException] = []
+        out: list[Outcome] = []
         offset = 0
         for item in batch:
             rows = item.rows
@@ -147,9 +178,9 @@ class Batcher:
             out.append((part, start - item.enqueued, end - start))
         return out, [(len(batch), sum(i.rows for i in batch), end - start)]
 
-    def _singles(self, batch: list[_Pending]) -> tuple[list[Result | BaseException], list[tuple[int, int, float]]]:
-        results: list[Result | BaseException] = []
-        executions = []
+    def _singles(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution]]:
+        results: list[Outcome] = []
+        executions: list[Execution] = []
         for item in batch:
             start = time.perf_counter()
             try:
@@ -168,31 +199,25 @@ class Batcher:
             results.append((result, start - item.enqueued, end - start))
         return results, executions
 
-    def _done(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[_Pending],
-        fut: asyncio.Future[tuple[list[Result | BaseException], list[tuple[int, int, float]]]],
-    ) -> None:
-        self._busy -= 1
-        exc = fut.exception()
-        if exc is not None:
-            results: list[Result | BaseException] = [exc] * len(batch)
-        else:
-            results, executions = fut.result()
-            if self.on_batch is not None:
-                for requests, rows, seconds in executions:
-                    self.on_batch(requests, rows, seconds)
-        for item, result in zip(batch, results, strict=True):
+    # ------------------------------------------------------------------ event loop
+
+    def _finish(self, batch: list[_Pending], outcomes: list[Outcome], executions: list[Execution]) -> None:
+        if self.on_batch is not None:
+            for requests, rows, seconds in executions:
+                self.on_batch(requests, rows, seconds)
+        for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
             else:
-                item.future.set_result(result)
-        self._kick(loop)
+                item.future.set_result(outcome)
 
-    def close(self) -> None:
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+    def close(self, timeout: float = 30.0) -> None:
+        """Run what is queued, then stop the instance threads (waits up to ``timeout`` seconds for them)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=timeout)

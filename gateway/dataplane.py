@@ -276,7 +276,8 @@ class DataPlane:
         signature: str | None,
         deadline: float | None,
     ) -> tuple[dict[str, np.ndarray], float, float]:
-        if model.batcher is not None:
+        default = model.signature.name if model.signature is not None else None
+        if model.batcher is not None and signature in (None, default):  # other signatures are never batched
             result: tuple[dict[str, np.ndarray], float, float] = await model.batcher.submit(inputs, outputs, deadline)
             return result
         pool = model.executor

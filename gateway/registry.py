@@ -305,12 +305,12 @@ class ModelRegistry:
 
             model.batcher = Batcher(
                 runtime,
-                model.executor,
                 instances=model.config.instances,
                 max_batch_size=batching.max_batch_size,
                 max_queue_delay_ms=batching.max_queue_delay_ms,
                 preferred_batch_sizes=batching.preferred_batch_sizes,
                 on_batch=on_batch,
+                name=f"tg-{model.name}-{model.version}-batch",
             )
         try:
             if self.warmup_hook is not None:

@@ -289,7 +289,8 @@ def compare(args: argparse.Namespace, store: Path, workdir: Path, log: Any) -> d
             limit = inprocess_limit(onnx, bodies.x, n, args.inprocess_duration)
             out["inprocess"].append({"model": model, **limit})
             log(f"{model}: in-process limit with {n} ORT session(s): {limit['rps']:.0f} req/s")
-        order = [kind for peer in args.peers for kind in (peer, "tensorgate", peer)]
+        # --peers "" measures tensorgate alone (against the in-process limit).
+        order = [kind for peer in args.peers for kind in (peer, "tensorgate", peer)] or ["tensorgate"]
         for slot, kind in enumerate(order):
             out["runs"] += run_slot(kind, model, store, bodies, args, workdir, slot, log)
     return out
