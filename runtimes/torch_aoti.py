@@ -167,7 +167,9 @@ def _probe(folder: Path, options: Mapping[str, Any]) -> None:
     if done.returncode == 0:
         return
     if done.returncode < 0:
-        reason = f"crashed with {signal.Signals(-done.returncode).name}"
+        number = -done.returncode
+        name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
+        reason = f"crashed with {name}"
     else:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         reason = f"failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
