@@ -53,6 +53,7 @@ class LoadedModel:
     drained: asyncio.Event | None = None
     batcher: Any = None
     loaded_at: float = 0.0
+    path: Path | None = None  # the store's copy it was loaded from, released when it is closed
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -283,6 +284,14 @@ class ModelRegistry:
 
     def _load_blocking(self, model: LoadedModel) -> None:
         path: Path = self.store.fetch(model.name, model.version)
+        model.path = path
+        try:
+            self._load_from(model, path)
+        except BaseException:
+            self._close_blocking(model)
+            raise
+
+    def _load_from(self, model: LoadedModel, path: Path) -> None:
         fmt = model.config.runtime or detect_format(path)
         model.format = fmt
         cls = self.factory(fmt)
@@ -312,12 +321,8 @@ class ModelRegistry:
                 on_batch=on_batch,
                 name=f"tg-{model.name}-{model.version}-batch",
             )
-        try:
-            if self.warmup_hook is not None:
-                self.warmup_hook(model)
-        except Exception:
-            self._close_blocking(model)
-            raise
+        if self.warmup_hook is not None:
+            self.warmup_hook(model)
 
     async def _drain_and_close(self, model: LoadedModel) -> None:
         model.state = UNLOADING
@@ -332,8 +337,7 @@ class ModelRegistry:
         await loop.run_in_executor(self._load_pool, self._close_blocking, model)
         self.metrics.set_state(model.name, str(model.version), model.format, None)
 
-    @staticmethod
-    def _close_blocking(model: LoadedModel) -> None:
+    def _close_blocking(self, model: LoadedModel) -> None:
         if model.batcher is not None:
             model.batcher.close()
         if model.executor is not None:
@@ -341,6 +345,12 @@ class ModelRegistry:
         if model.runtime is not None:
             model.runtime.unload()
             model.runtime = None
+        if model.path is not None:
+            path, model.path = model.path, None
+            try:
+                self.store.release(model.name, model.version, path)
+            except OSError as exc:
+                log.warning("%s v%s: could not release %s: %s", model.name, model.version, path, exc)
 
     async def _unload_version(self, entry: ModelEntry, model: LoadedModel) -> None:
         log.info("unloading %s v%s", entry.name, model.version)

@@ -96,13 +96,16 @@ def _verify_version(
                 model, version, fmt, tuple(check_golden(RemoteModel(client, model, version), golden, config.verify))
             )
         path = Path(store.fetch(model, version))
-        fmt = config.runtime or detect_format(path)
-        runtime = runtime_class(fmt)()
-        runtime.load(path, config.runtime_options())
         try:
-            return VariantReport(model, version, fmt, tuple(check_golden(runtime, golden, config.verify)))
+            fmt = config.runtime or detect_format(path)
+            runtime = runtime_class(fmt)()
+            runtime.load(path, config.runtime_options())
+            try:
+                return VariantReport(model, version, fmt, tuple(check_golden(runtime, golden, config.verify)))
+            finally:
+                runtime.unload()
         finally:
-            runtime.unload()
+            store.release(model, version, path)
     except Exception as exc:
         return VariantReport(model, version, fmt, problem=f"{type(exc).__name__}: {exc}")
 

@@ -61,3 +61,8 @@ class ModelStore(Protocol):
     def read_file(self, model: str, relpath: str) -> bytes | None:
         """A file under the model's folder (e.g. golden samples), or None."""
         ...
+
+    def release(self, model: str, version: int, path: Path) -> None:
+        """The caller no longer uses ``path`` (returned by ``fetch``): a store that copies versions into a cache
+        may delete the copy once nobody uses it."""
+        ...

@@ -95,3 +95,6 @@ class LocalStore:
         if folder not in path.parents:
             raise StoreError(f"{relpath!r} resolves outside the folder of model {model!r}")
         return path.read_bytes() if path.is_file() else None
+
+    def release(self, model: str, version: int, path: Path) -> None:
+        """Nothing to do: versions are served from the store's own folders."""

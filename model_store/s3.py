@@ -153,6 +153,9 @@ def _fingerprint(objects: list[S3Object]) -> str:
     return digest.hexdigest()
 
 
+USERS = ".users"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -207,6 +210,8 @@ class S3Store:
         # (model, version) -> (listing fingerprint, found complete) at the previous list_versions
         self._seen: dict[tuple[str, int], tuple[str, bool]] = {}
         self._manifests: dict[tuple[str, str], dict[str, ManifestEntry]] = {}
+        # fetched copy -> fetches this process has not released yet
+        self._users: dict[Path, int] = {}
 
     def __repr__(self) -> str:
         return f"S3Store({self.uri!r}, endpoint_url={self.endpoint_url!r})"
@@ -418,31 +423,102 @@ class S3Store:
         model_dir = self.cache_dir / model
         final = model_dir / f"{version}-{fingerprint[:16]}"
         with self._fetch_lock(model, version):
-            if final.is_dir() and self._matches(final, objects):
-                return final
-            self._remove_stale_partials(model_dir, version)
-            partial = model_dir / f"{final.name}.partial.{os.getpid()}"
+            self._hold(final)  # before looking: a process pruning the cache now sees this one as a user
             try:
-                partial.mkdir(parents=True)
-                for obj in objects:
-                    self._download(obj, partial)
-                self._verify(partial, objects)
-                if final.is_dir() and self._matches(final, objects):
-                    shutil.rmtree(partial)  # another process finished the same download first
-                    return final
-                if final.exists():
-                    shutil.rmtree(final)  # a damaged cached copy
-                os.rename(partial, final)
-            except OSError as exc:
-                shutil.rmtree(partial, ignore_errors=True)
-                if final.is_dir() and self._matches(final, objects):
-                    return final  # another process renamed the same version in first
-                raise StoreError(f"{self.uri}: cannot write {model} version {version} to {partial}: {exc}") from exc
+                self._fetch_into(model, version, objects, model_dir, final)
             except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
+                self._drop(final)
                 raise
-        log.info("%s: fetched %s version %d into %s", self.uri, model, version, final)
+            self._prune_version(model_dir, version, keep=final)
         return final
+
+    def _fetch_into(self, model: str, version: int, objects: list[S3Object], model_dir: Path, final: Path) -> None:
+        if final.is_dir() and self._matches(final, objects):
+            return
+        self._remove_stale_partials(model_dir, version)
+        partial = model_dir / f"{final.name}.partial.{os.getpid()}"
+        try:
+            partial.mkdir(parents=True)
+            for obj in objects:
+                self._download(obj, partial)
+            self._verify(partial, objects)
+            if final.is_dir() and self._matches(final, objects):
+                shutil.rmtree(partial)  # another process finished the same download first
+                return
+            if final.exists():
+                shutil.rmtree(final)  # a damaged cached copy
+            os.rename(partial, final)
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            if final.is_dir() and self._matches(final, objects):
+                return  # another process renamed the same version in first
+            raise StoreError(f"{self.uri}: cannot write {model} version {version} to {partial}: {exc}") from exc
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        log.info("%s: fetched %s version %d into %s", self.uri, model, version, final)
+
+    # --- cache lifetime ------------------------------------------------------------------------------------
+    # A fetched copy stays while some process uses it: this process counts its fetches, and every process using
+    # a copy keeps a marker ``<model>/.users/<copy>.<pid>``. A released copy with no other live user is deleted,
+    # and so is every older copy of the same version once a newer one is fetched, so the cache holds what is
+    # served (a pod's cache volume has a size limit).
+
+    @staticmethod
+    def _marker(folder: Path) -> Path:
+        return folder.parent / USERS / f"{folder.name}.{os.getpid()}"
+
+    def _hold(self, folder: Path) -> None:
+        with self._lock:
+            self._users[folder] = self._users.get(folder, 0) + 1
+        marker = self._marker(folder)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    def _drop(self, folder: Path) -> bool:
+        """Forget one of this process's fetches of ``folder``; True when this process no longer uses it."""
+        with self._lock:
+            count = self._users.get(folder, 0) - 1
+            if count > 0:
+                self._users[folder] = count
+                return False
+            self._users.pop(folder, None)
+        self._marker(folder).unlink(missing_ok=True)
+        return True
+
+    def _in_use(self, folder: Path) -> bool:
+        with self._lock:
+            if self._users.get(folder):
+                return True
+        users = folder.parent / USERS
+        for marker in users.glob(f"{folder.name}.*") if users.is_dir() else []:
+            pid_text = marker.name.rpartition(".")[2]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+                return True
+            marker.unlink(missing_ok=True)  # left by a process that is gone
+        return False
+
+    def _delete(self, folder: Path) -> None:
+        trash = folder.with_name(f"{folder.name}.deleting.{os.getpid()}")
+        try:
+            os.rename(folder, trash)  # atomic: nobody finds a half-deleted copy
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("%s: removed cached copy %s", self.uri, folder)
+
+    def _prune_version(self, model_dir: Path, version: int, keep: Path) -> None:
+        """Delete the other cached copies of ``version`` (older fingerprints) that nobody uses."""
+        for child in model_dir.glob(f"{version}-*"):
+            if child != keep and child.is_dir() and "." not in child.name and not self._in_use(child):
+                self._delete(child)
+
+    def release(self, model: str, version: int, path: Path) -> None:
+        folder = Path(path)
+        if folder.parent != self.cache_dir / model or not folder.name.startswith(f"{version}-"):
+            return
+        if self._drop(folder) and folder.is_dir() and not self._in_use(folder):
+            self._delete(folder)
 
     @staticmethod
     def _target(folder: Path, obj: S3Object) -> Path:

@@ -97,6 +97,11 @@ def _metric(server: ServerProcess, name: str) -> float:
     raise AssertionError(f"metric {name} not exposed")
 
 
+def _cached_versions(cache: Path) -> set[str]:
+    """Versions of ``dense`` that have a copy in the server's S3 cache (partial downloads and markers aside)."""
+    return {p.name.split("-")[0] for p in cache.glob("*/prod/dense/*") if p.is_dir() and "." not in p.name}
+
+
 def test_s3_versions_swap_under_load_without_failures(s3: S3Server, tmp_path: Path) -> None:
     versions = {}
     for v in (1, 2, 4):
@@ -118,6 +123,8 @@ def test_s3_versions_swap_under_load_without_failures(s3: S3Server, tmp_path: Pa
             s3.upload_version(versions[2], "dense", 2, prefix="prod", marker="_COMPLETE")
             load.wait_for(lambda: load.latest_versions() == {"2"}, what="traffic on v2")
             load.wait_for(lambda: "1" not in _index(server), what="v1 unloaded")
+            # an unloaded version's copy leaves the cache (a pod's cache volume has a size limit)
+            load.wait_for(lambda: _cached_versions(tmp_path / "cache") == {"2"}, what="v1's copy removed")
 
             # a corrupt version never replaces the good one; the failure is visible
             s3.upload_corrupt_version(versions[4], "dense", 3, prefix="prod")
@@ -146,6 +153,7 @@ def test_s3_versions_swap_under_load_without_failures(s3: S3Server, tmp_path: Pa
             s3.upload_version(versions[4], "dense", 4, prefix="prod", marker="_COMPLETE")
             load.wait_for(lambda: _metric(server, "tensorgate_store_stale") == 0.0, what="store fresh again")
             load.wait_for(lambda: load.latest_versions() == {"4"}, what="traffic on v4")
+            load.wait_for(lambda: _cached_versions(tmp_path / "cache") == {"4"}, what="only v4 cached")
 
         assert load.failures() == [], load.failures()[:5]
         counts = Counter(v for _p, v, _e in load.outcomes)

@@ -30,7 +30,7 @@ def run_onnx(folder: Path, x: np.ndarray) -> np.ndarray:
 
 def cache_entries(store: S3Store, model: str) -> list[str]:
     folder = store.cache_dir / model
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
 
 def test_lists_models_versions_config_and_files(
@@ -162,7 +162,7 @@ def test_processes_sharing_a_cache_fetch_atomically(
     folders = {Path(out.strip()) for out, _err in outputs}
     assert len(folders) == 1
     folder = folders.pop()
-    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+    assert sorted(p.name for p in folder.parent.iterdir() if not p.name.startswith(".")) == [folder.name]
     assert (folder / "model.onnx").read_bytes() == (onnx_model.folder / "model.onnx").read_bytes()
 
 
@@ -390,3 +390,59 @@ def test_a_hung_server_times_out(outage_server: S3Server, outage_store: S3Store)
     finally:
         outage_server.resume()
     assert outage_store.list_models() == ["affine"]
+
+
+def test_a_released_copy_is_deleted_once_this_process_stops_using_it(
+    make_store: MakeStore, s3_env: S3Server, s3_prefix: str, onnx_model: OnnxModel
+) -> None:
+    s3_env.upload_version(onnx_model.folder, "affine", 1, prefix=s3_prefix, marker="_COMPLETE")
+    store = make_store()
+    first, second = store.fetch("affine", 1), store.fetch("affine", 1)
+    assert first == second
+    store.release("affine", 1, first)
+    assert first.is_dir()  # still used by the second fetch
+    store.release("affine", 1, second)
+    assert not first.exists()
+    assert cache_entries(store, "affine") == []
+    assert list((store.cache_dir / "affine" / ".users").iterdir()) == []
+
+
+def test_a_newer_copy_of_a_version_replaces_the_older_one_when_it_is_free(
+    make_store: MakeStore, s3_env: S3Server, s3_prefix: str, onnx_model: OnnxModel, onnx_model_b: OnnxModel
+) -> None:
+    s3_env.upload_version(onnx_model.folder, "affine", 1, prefix=s3_prefix, marker="_COMPLETE")
+    store = make_store()
+    old = store.fetch("affine", 1)
+    s3_env.upload_version(onnx_model_b.folder, "affine", 1, prefix=s3_prefix, marker="_COMPLETE")
+    new = store.fetch("affine", 1)
+    assert cache_entries(store, "affine") == sorted([old.name, new.name])  # the old copy still serves
+    store.release("affine", 1, old)
+    assert cache_entries(store, "affine") == [new.name]
+
+
+def test_copies_used_by_another_live_process_stay_and_those_of_dead_ones_go(
+    s3_env: S3Server, s3_prefix: str, onnx_model: OnnxModel, onnx_model_b: OnnxModel, tmp_path: Path
+) -> None:
+    s3_env.upload_version(onnx_model.folder, "affine", 1, prefix=s3_prefix, marker="_COMPLETE")
+    script = (
+        "import sys; from model_store.s3 import S3Store; "
+        "print(S3Store(sys.argv[1], cache_dir=sys.argv[2]).fetch('affine', 1), flush=True); sys.stdin.read()"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, s3_env.uri(s3_prefix), str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=s3_env.environ(), text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None
+        shared = Path(other.stdout.readline().strip())
+        store = S3Store(s3_env.uri(s3_prefix), cache_dir=tmp_path)
+        mine = store.fetch("affine", 1)
+        assert mine == shared
+        store.release("affine", 1, mine)
+        assert shared.is_dir()  # the other process still uses it
+    finally:
+        other.communicate("", timeout=60)  # it exits without releasing
+    # A newer copy of the version is fetched: the old one has no live user left and goes.
+    s3_env.upload_version(onnx_model_b.folder, "affine", 1, prefix=s3_prefix, marker="_COMPLETE")
+    new = store.fetch("affine", 1)
+    assert cache_entries(store, "affine") == [new.name]
