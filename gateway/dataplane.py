@@ -24,7 +24,7 @@ from gateway.errors import (
     Overloaded,
     ServerUnavailable,
 )
-from gateway.metrics import Metrics
+from gateway.metrics import UNKNOWN, Metrics
 from gateway.registry import READY, LoadedModel, ModelRegistry
 from gateway.router import Router
 from gateway.types import (
@@ -249,12 +249,12 @@ class DataPlane:
             apply_classification(response)
             encoded = encode(response)
         except GatewayError as exc:
-            self._record_failure(model, protocol, exc.code, request.received)
+            self._record_failure(model, protocol, exc.code, request.received, request.model, request.version)
             exc.recorded = True
             raise
         except Exception as exc:
             log.exception("unexpected failure serving %s", request.model)
-            self._record_failure(model, protocol, "INTERNAL", request.received)
+            self._record_failure(model, protocol, "INTERNAL", request.received, request.model, request.version)
             failure = InferenceFailed(f"internal error serving {request.model!r}: {type(exc).__name__}: {exc}")
             failure.recorded = True
             raise failure from exc
@@ -300,12 +300,28 @@ class DataPlane:
             model = self.router.resolve(name, version)
         except GatewayError:
             model = None
-        self._record_failure(model, protocol, exc.code, received)
+        self._record_failure(model, protocol, exc.code, received, name, version)
 
-    def _record_failure(self, model: LoadedModel | None, protocol: str, code: str, received: float) -> None:
+    def _record_failure(
+        self,
+        model: LoadedModel | None,
+        protocol: str,
+        code: str,
+        received: float,
+        name: str = "",
+        version: str | None = None,
+    ) -> None:
         total = time.perf_counter() - received
         if model is None:
-            self.metrics.unknown(protocol).observe(code, total, 0.0, 0.0, 0.0)
+            # A known model keeps its name; a version that is not loaded (or not READY) is labelled as far as the
+            # registry knows it. Names the registry does not know all collapse into one series.
+            entry = self.router.registry.models.get(name)
+            if entry is None:
+                self.metrics.unknown(protocol).observe(code, total, 0.0, 0.0, 0.0)
+                return
+            known = entry.versions.get(int(version)) if version and version.isdigit() else None
+            labels = known.labels if known is not None else (name, UNKNOWN, "")
+            self.metrics.series(*labels, protocol).observe(code, total, 0.0, 0.0, 0.0)
             return
         self.metrics.series(*model.labels, protocol).observe(code, total, 0.0, 0.0, 0.0)
         model.stats.record_failure(total)

@@ -121,7 +121,12 @@ def test_unknown_names_do_not_add_label_values(server: ServerProcess) -> None:
     after = model_labels()
     assert after - before <= {"_unknown"}
     per_code: dict[str, float] = defaultdict(float)
+    dense_versions: dict[str, float] = defaultdict(float)
     for n, lab, v in _samples(server):
         if n == "tensorgate_requests_total" and lab["model"] == "_unknown":
             per_code[lab["code"]] += v
+        if n == "tensorgate_requests_total" and lab["model"] == "dense" and lab["protocol"] == "rest":
+            dense_versions[lab["version"]] += v
     assert sum(per_code.values()) >= 150
+    # unknown versions of a known model stay under its name, in one version label
+    assert set(dense_versions) <= {"1", "_unknown"} and dense_versions["_unknown"] >= 150

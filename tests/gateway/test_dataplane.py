@@ -271,7 +271,7 @@ def test_metrics_recorded_once_per_request_with_registry_labels(one_model: Store
     asyncio.run(scenario())
 
 
-def test_unknown_model_names_collapse_to_one_label(one_model: StoreFolder) -> None:
+def test_unknown_model_names_collapse_to_one_label_unknown_versions_to_one_per_model(one_model: StoreFolder) -> None:
     async def scenario() -> None:
         async with Testbed(one_model) as bed:
             for i in range(100):
@@ -282,9 +282,10 @@ def test_unknown_model_names_collapse_to_one_label(one_model: StoreFolder) -> No
             await bed.infer(request("m"))
             text = bed.metrics.exposition().decode()
             assert "no-such-model" not in text
-            codes = bed.samples("tensorgate_requests_total")  # an unknown version is unresolved too
+            codes = bed.samples("tensorgate_requests_total")  # an unknown version keeps the model's name
             assert codes == {
-                labels(model=UNKNOWN, version="", runtime="", protocol="rest", code="NOT_FOUND"): 101.0,
+                labels(model=UNKNOWN, version="", runtime="", protocol="rest", code="NOT_FOUND"): 100.0,
+                labels(model="m", version=UNKNOWN, runtime="", protocol="rest", code="NOT_FOUND"): 1.0,
                 labels(model="m", version="1", runtime="onnx", protocol="rest", code="OK"): 1.0,
             }
             models = {dict(key)["model"] for key in bed.samples("tensorgate_request_duration_seconds_bucket")}
