@@ -86,7 +86,13 @@ class Batcher:
             self._queue.append(item)
             self._rows += item.rows
             self._cond.notify()
-        return await item.future
+        if deadline is None:
+            return await item.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            item.future.cancel()  # an instance that takes it later skips it
+            raise DeadlineExceeded("deadline exceeded while queued for a batch") from None
 
     # ------------------------------------------------------------------ instance threads
 

@@ -235,3 +235,21 @@ def test_with_no_delay_a_free_instance_takes_only_its_share_of_the_queue() -> No
     # six queued rows, two instances: no instance takes more than half (3) of what is queued when it looks
     assert runtime.calls[:2] == [1, 1] and sum(runtime.calls[2:]) == 6
     assert max(runtime.calls[2:]) == 3 and len(runtime.calls) >= 4
+
+
+def test_a_deadline_that_passes_in_the_queue_answers_at_once_and_the_request_never_runs() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime)
+
+    async def scenario() -> None:
+        runtime.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(rows(1), ["y"], None))
+        await wait_for_calls(runtime, 1)  # the only instance is held
+        with pytest.raises(DeadlineExceeded, match="queued for a batch"):
+            await batcher.submit(rows(1, start=5), ["y"], time.monotonic() + 0.05)  # answered while still held
+        runtime.gate.set()
+        await first
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert runtime.calls == [1]
