@@ -91,8 +91,8 @@ class Batcher:
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
-            item.future.cancel()  # an instance that takes it later skips it
-            raise DeadlineExceeded("deadline exceeded while queued for a batch") from None
+            item.future.cancel()  # an instance that takes it later skips it; a running batch's result is dropped
+            raise DeadlineExceeded("deadline exceeded before the batch holding the request finished") from None
 
     # ------------------------------------------------------------------ instance threads
 

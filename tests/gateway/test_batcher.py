@@ -153,7 +153,7 @@ def test_expired_requests_never_reach_the_runtime() -> None:
     batcher, _seen = make(runtime)
 
     async def scenario() -> None:
-        with pytest.raises(DeadlineExceeded, match="queued for a batch"):
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded"):
             await batcher.submit(rows(1), ["y"], time.monotonic() - 1)
 
     asyncio.run(scenario())
@@ -245,7 +245,7 @@ def test_a_deadline_that_passes_in_the_queue_answers_at_once_and_the_request_nev
         runtime.gate.clear()
         first = asyncio.ensure_future(batcher.submit(rows(1), ["y"], None))
         await wait_for_calls(runtime, 1)  # the only instance is held
-        with pytest.raises(DeadlineExceeded, match="queued for a batch"):
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded before the batch"):
             await batcher.submit(rows(1, start=5), ["y"], time.monotonic() + 0.05)  # answered while still held
         runtime.gate.set()
         await first
