@@ -26,10 +26,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from gateway.bench_load import InputTensor, LoadWindow, RestLoad, closed_loop, random_inputs
-from gateway.bench_server import GatewayProcess
-from gateway.grpc.load import GrpcLoad
-from gateway.types import DATATYPES
+from gateway.cli.bench.load import InputTensor, LoadWindow, RestLoad, closed_loop, random_inputs
+from gateway.cli.bench.server import GatewayProcess
+from gateway.core.types import DATATYPES
+from gateway.grpc.client import GrpcLoad
 from model_store.config import ModelConfig
 from runtimes import Runtime, detect_format, runtime_class
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,7 +102,7 @@ class TensorOverride(_Strict):
 class ModelConfig(_Strict):
     """Everything a model's config.yaml may say; every field is optional."""
 
-    runtime: Literal["onnx", "torch_export", "torch_aoti", "tf_savedmodel"] | None = None
+    runtime: str | None = None  # one of runtimes.RUNTIMES (the one list of formats)
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
     version_labels: dict[str, int] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -118,6 +118,15 @@ class ModelConfig(_Strict):
     outputs: list[TensorOverride] | None = None
     source: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        from runtimes import RUNTIMES
+
+        if value is not None and value not in RUNTIMES:
+            raise ValueError(f"unknown runtime {value!r}; expected one of: {', '.join(RUNTIMES)}")
+        return value
 
     @field_validator("version_labels")
     @classmethod

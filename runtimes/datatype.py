@@ -1,4 +1,4 @@
-"""V2 datatype names <-> numpy dtypes for the runtimes (which stay independent of ``gateway.types``)."""
+"""V2 datatype names <-> numpy dtypes for the runtimes (which stay independent of ``gateway.core.types``)."""
 
 from __future__ import annotations
 

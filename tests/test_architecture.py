@@ -26,7 +26,7 @@ def test_import_linter_contracts_hold() -> None:
 
 CHILD = """
 import json, sys
-import gateway.server, gateway.dataplane, gateway.registry, runtimes.onnx_runtime, model_store
+import gateway.server.process, gateway.core.dataplane, gateway.lifecycle.host, runtimes.onnx_runtime, model_store
 import gateway.rest.app, gateway.grpc.server
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow", "keras", "jax"))
 print(json.dumps(heavy))

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from gateway.demo import CNN, MLP
-from gateway.export import export_torch
+from gateway.cli.demo import CNN, MLP
+from gateway.cli.export import export_torch
 
 MAX_BATCH = 8
 FAMILIES = ("mlp", "cnn", "multi")
@@ -47,7 +47,7 @@ def two_heads(seed: int = 0) -> nn.Module:
 
 
 def mlp(seed: int = 0) -> nn.Module:
-    from runtimes.torch_demo import mlp as build
+    from runtimes.export.demo_networks import mlp as build
 
     return build(seed)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import InvalidInput
+from gateway.core.errors import InvalidInput
+from gateway.core.raw import from_raw, to_raw
+from gateway.core.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 from gateway.grpc.protos import service_pb2
-from gateway.raw import from_raw, to_raw
-from gateway.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -45,7 +45,6 @@ def set_param(target: Any, value: Any) -> None:
 
 
 def decode_request(msg: Any, deadline: float | None) -> InferRequest:
-    received = time.perf_counter()
     raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise InvalidInput(
@@ -77,9 +76,7 @@ def decode_request(msg: Any, deadline: float | None) -> InferRequest:
         inputs=tensors,
         outputs=outputs,
         parameters=params,
-        protocol="grpc",
         deadline=deadline,
-        received=received,
     )
     timeout = params.get("timeout")
     if isinstance(timeout, int) and timeout > 0:

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.dataplane import DataPlane
+from gateway.core.dataplane import DataPlane
 
 SERVICES = {"", "inference.GRPCInferenceService", "tensorflow.serving.PredictionService"}
 
@@ -25,7 +25,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         )
         if service in SERVICES:
             return serving if self.dp.ready() else not_serving
-        if service in self.dp.registry.models:
+        if self.dp.knows(service):
             return serving if self.dp.model_ready(service) else not_serving
         return None
 

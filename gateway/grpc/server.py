@@ -10,11 +10,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.dataplane import DataPlane
+from gateway.core.dataplane import DataPlane
 from gateway.grpc.health import HealthServicer
 from gateway.grpc.protos import service_pb2, service_pb2_grpc
 from gateway.grpc.v2 import InferenceServicer
-from gateway.settings import Settings
+from gateway.server.settings import Settings
 
 log = logging.getLogger("tensorgate.grpc")
 

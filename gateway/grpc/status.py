@@ -6,7 +6,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from gateway.errors import STATUS_TABLE, GatewayError
+from gateway.core.errors import STATUS_TABLE, GatewayError
 
 
 def grpc_code(exc: GatewayError) -> grpc.StatusCode:

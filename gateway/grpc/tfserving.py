@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
-from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, Unsupported
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import GatewayError, Unsupported
 from gateway.grpc.status import abort
 
 log = logging.getLogger("tensorgate.grpc.tfserving")

@@ -22,9 +22,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from gateway.errors import InvalidInput
-from gateway.tfserving_results import classification_rows, regression_values
-from gateway.types import DATATYPES, datatype_from_tf, datatype_of, element_count
+from gateway.core.errors import InvalidInput
+from gateway.core.tfserving import classification_rows, regression_values
+from gateway.core.types import DATATYPES, datatype_from_tf, datatype_of, element_count
 from runtimes.base import DEFAULT_SIGNATURE, Signature, TensorSpec
 from runtimes.tf_protos import meta_graph_pb2, tensor_pb2, tensor_shape_pb2
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -17,13 +18,16 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from gateway.dataplane import DataPlane
-from gateway.errors import InvalidInput, Unsupported
+from gateway.core.dataplane import DataPlane, Decode
+from gateway.core.errors import InvalidInput, Unsupported
+from gateway.core.exchange import Exchange
+from gateway.core.tfserving import check_signature, version_state
+from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.grpc import tfserving_codec as codec
 from gateway.grpc.status import deadline_of
-from gateway.tfserving_results import check_signature, version_state
-from gateway.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD
+
+T = TypeVar("T")
 
 
 class TFServingServicer:
@@ -32,58 +36,62 @@ class TFServingServicer:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dp = dataplane
 
-    async def _infer(
-        self,
+    async def _infer(self, context: Any, decode: Decode, encode: Callable[[InferResponse], T]) -> T:
+        return await self.dp.infer("tfs_grpc", decode, encode, received=time.perf_counter())
+
+    @staticmethod
+    def _request(
+        x: Exchange,
+        context: Any,
         target: codec.ModelTarget,
         inputs: dict[str, np.ndarray],
-        signature_name: str | None,
-        context: Any,
-        encode: Callable[[InferResponse, int, str], Any],
         outputs: list[str] | None = None,
         method: str | None = None,
-    ) -> Any:
-        received = time.perf_counter()
-        model = self.dp.model(target.name, target.version, target.label)
-        signature = self.dp.signature(model, signature_name)
+    ) -> InferRequest:
+        model = x.resolve(target.name, target.version, target.label)
+        signature = model.signature_for(target.signature)
         if method is not None:
-            input_name = check_signature(signature, method)
-            inputs = {input_name: next(iter(inputs.values()))}
-        req = InferRequest(
-            model=target.name,
+            inputs = {check_signature(signature, method): next(iter(inputs.values()))}
+        return InferRequest(
+            model=model.name,
             version=str(model.version),
             inputs=[Tensor(n, a) for n, a in inputs.items()],
             outputs=[RequestedOutput(n) for n in outputs] if outputs else None,
             signature=signature.name,
-            protocol="tfs_grpc",
             deadline=deadline_of(context),
-            received=received,
         )
-        return await self.dp.infer(req, lambda r: encode(r, model.version, signature.name))
 
     async def Predict(self, raw: bytes, context: Any) -> bytes:
-        request = predict_pb2.PredictRequest.FromString(raw)
-        target, inputs, wanted = codec.decode_predict(request)
+        async def decode(x: Exchange) -> InferRequest:
+            target, inputs, wanted = codec.decode_predict(parse(predict_pb2.PredictRequest, raw))
+            return self._request(x, context, target, inputs, wanted)
 
-        def encode(r: InferResponse, version: int, sig: str) -> Any:
-            return codec.encode_predict({o.name: o.data for o in r.outputs}, target.name, version, sig)
+        def encode(r: InferResponse) -> bytes:
+            outputs = {o.name: o.data for o in r.outputs}
+            return codec.encode_predict(outputs, r.model, int(r.version), r.signature).SerializeToString()  # type: ignore[no-any-return]
 
-        response = await self._infer(target, inputs, target.signature, context, encode, wanted)
-        return response.SerializeToString()  # type: ignore[no-any-return]
+        return await self._infer(context, decode, encode)
 
     async def _examples(self, raw: bytes, context: Any, classify: bool) -> bytes:
         kind = classification_pb2.ClassificationRequest if classify else regression_pb2.RegressionRequest
-        request = kind.FromString(raw)
-        target = codec.model_target(request.model_spec)
         what = "ClassificationRequest" if classify else "RegressionRequest"
-        examples = codec.examples_from_input(request.input, what)
         build = codec.classification_response if classify else codec.regression_response
+        count = 0
 
-        def encode(r: InferResponse, version: int, sig: str) -> Any:
-            return build({o.name: o.data for o in r.outputs}, len(examples), target.name, version, sig)
+        async def decode(x: Exchange) -> InferRequest:
+            nonlocal count
+            request = parse(kind, raw)
+            target = codec.model_target(request.model_spec)
+            examples = codec.examples_from_input(request.input, what)
+            count = len(examples)
+            method = CLASSIFY_METHOD if classify else REGRESS_METHOD
+            return self._request(x, context, target, {"inputs": examples}, method=method)
 
-        method = CLASSIFY_METHOD if classify else REGRESS_METHOD
-        response = await self._infer(target, {"inputs": examples}, target.signature, context, encode, method=method)
-        return response.SerializeToString()  # type: ignore[no-any-return]
+        def encode(r: InferResponse) -> bytes:
+            outputs = {o.name: o.data for o in r.outputs}
+            return build(outputs, count, r.model, int(r.version), r.signature).SerializeToString()  # type: ignore[no-any-return]
+
+        return await self._infer(context, decode, encode)
 
     async def Classify(self, raw: bytes, context: Any) -> bytes:
         return await self._examples(raw, context, classify=True)
@@ -92,43 +100,62 @@ class TFServingServicer:
         return await self._examples(raw, context, classify=False)
 
     async def MultiInference(self, raw: bytes, context: Any) -> bytes:
-        request = inference_pb2.MultiInferenceRequest.FromString(raw)
-        if not request.tasks:
-            raise InvalidInput("MultiInferenceRequest has no tasks")
-        names = {t.model_spec.name for t in request.tasks}
-        if len(names) != 1:
-            raise InvalidInput(f"all tasks of a MultiInferenceRequest must name the same model, got {sorted(names)}")
-        examples = codec.examples_from_input(request.input, "MultiInferenceRequest")
+        """Each task is one request through the data plane; a request that is malformed as a whole is counted
+        once (its first task's decoding refuses it)."""
+        request = None
+        examples: np.ndarray | None = None
+
+        def whole() -> tuple[Any, np.ndarray]:
+            nonlocal request, examples
+            if request is None or examples is None:
+                request = parse(inference_pb2.MultiInferenceRequest, raw)
+                if not request.tasks:
+                    raise InvalidInput("MultiInferenceRequest has no tasks")
+                names = {t.model_spec.name for t in request.tasks}
+                if len(names) != 1:
+                    raise InvalidInput(
+                        f"all tasks of a MultiInferenceRequest must name the same model, got {sorted(names)}"
+                    )
+                examples = codec.examples_from_input(request.input, "MultiInferenceRequest")
+            return request, examples
+
+        def keep(r: InferResponse) -> InferResponse:
+            return r
+
         response = inference_pb2.MultiInferenceResponse()
-        for task in request.tasks:
-            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                raise InvalidInput(f"Unsupported signature method_name: {task.method_name}")
-            classify = task.method_name == CLASSIFY_METHOD
-            target = codec.model_target(task.model_spec)
+        index = 0
+        while True:
 
-            def keep(r: InferResponse, version: int, sig: str) -> tuple[int, str, dict[str, np.ndarray]]:
-                return version, sig, {o.name: o.data for o in r.outputs}
+            async def decode(x: Exchange, i: int = index) -> InferRequest:
+                req, batch = whole()
+                task = req.tasks[i]
+                if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                    raise InvalidInput(f"Unsupported signature method_name: {task.method_name}")
+                target = codec.model_target(task.model_spec)
+                return self._request(x, context, target, {"inputs": batch}, method=task.method_name)
 
-            version, sig, outputs = await self._infer(
-                target, {"inputs": examples}, target.signature, context, keep, method=task.method_name
-            )
+            result = await self._infer(context, decode, keep)
+            req, batch = whole()
+            outputs = {o.name: o.data for o in result.outputs}
             entry = response.results.add()
-            entry.model_spec.CopyFrom(codec.model_spec(target.name, version, sig))
-            if classify:
-                entry.classification_result.CopyFrom(codec.classification_result(outputs, len(examples)))
+            entry.model_spec.CopyFrom(codec.model_spec(result.model, int(result.version), result.signature))
+            if req.tasks[index].method_name == CLASSIFY_METHOD:
+                entry.classification_result.CopyFrom(codec.classification_result(outputs, len(batch)))
             else:
-                entry.regression_result.CopyFrom(codec.regression_result(outputs, len(examples)))
-        return response.SerializeToString()  # type: ignore[no-any-return]
+                entry.regression_result.CopyFrom(codec.regression_result(outputs, len(batch)))
+            index += 1
+            if index == len(req.tasks):
+                return response.SerializeToString()  # type: ignore[no-any-return]
 
     async def GetModelMetadata(self, raw: bytes, context: Any) -> bytes:
-        request = get_model_metadata_pb2.GetModelMetadataRequest.FromString(raw)
+        request = parse(get_model_metadata_pb2.GetModelMetadataRequest, raw)
         codec.check_metadata_fields(list(request.metadata_field))
         target = codec.model_target(request.model_spec)
         model, signatures = self.dp.signatures(target.name, target.version, target.label)
         return codec.metadata_response(target.name, model.version, signatures).SerializeToString()  # type: ignore[no-any-return]
 
     async def GetModelStatus(self, raw: bytes, context: Any) -> bytes:
-        request = get_model_status_pb2.GetModelStatusRequest.FromString(raw)
+        request = parse(get_model_status_pb2.GetModelStatusRequest, raw)
         target = codec.model_target(request.model_spec)
         rows = self.dp.version_status(target.name, target.version, target.label)
         response = codec.status_response([(v, version_state(s), reason) for v, s, reason in rows])
@@ -136,3 +163,11 @@ class TFServingServicer:
 
     async def HandleReloadConfigRequest(self, raw: bytes, context: Any) -> bytes:
         raise Unsupported("HandleReloadConfigRequest is not supported: tensorgate follows its model store instead")
+
+
+def parse(kind: Any, raw: bytes) -> Any:
+    """A request message from its bytes; bytes that do not decode are the client's mistake."""
+    try:
+        return kind.FromString(raw)
+    except DecodeError as exc:
+        raise InvalidInput(f"the request is not a valid {kind.DESCRIPTOR.full_name}: {exc}") from None

@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
-from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, ModelNotReady
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import GatewayError, ModelNotReady
+from gateway.core.exchange import Exchange
+from gateway.core.types import InferRequest
 from gateway.grpc.codec import decode_request, encode_response, set_param
 from gateway.grpc.protos import model_config_pb2, service_pb2, service_pb2_grpc
 from gateway.grpc.status import abort, deadline_of
@@ -45,7 +47,6 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     @_errors
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        self.dp.router.entry(request.name)
         return service_pb2.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version or None))
 
     @_errors
@@ -95,19 +96,30 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         received = time.perf_counter()
+
+        async def decode(x: Exchange) -> InferRequest:
+            return decode_request(request, deadline_of(context))
+
         try:
-            req = decode_request(request, deadline_of(context))
-            return await self.dp.infer(req, encode_response)
+            return await self.dp.infer(
+                "grpc", decode, encode_response,
+                name=request.model_name, version=request.model_version or None, received=received,
+            )  # fmt: skip
         except GatewayError as exc:
-            if not exc.recorded:
-                self.dp.reject(request.model_name, request.model_version or None, "grpc", exc, received)
             await abort(context, exc)
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         async for request in request_iterator:
+            received = time.perf_counter()
+
+            async def decode(x: Exchange, request: Any = request) -> InferRequest:
+                return decode_request(request, deadline_of(context))
+
             try:
-                req = decode_request(request, deadline_of(context))
-                response = await self.dp.infer(req, encode_response)
+                response = await self.dp.infer(
+                    "grpc", decode, encode_response,
+                    name=request.model_name, version=request.model_version or None, received=received,
+                )  # fmt: skip
                 set_param(response.parameters["triton_final_response"], True)
                 yield service_pb2.ModelStreamInferResponse(infer_response=response)
             except GatewayError as exc:

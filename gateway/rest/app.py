@@ -8,13 +8,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import GatewayError
 from gateway.rest import metrics as metrics_routes
 from gateway.rest import tfserving, v2
 from gateway.rest.fastpath import InferApp
 from gateway.rest.responses import error_response
-from gateway.settings import Settings
+from gateway.server.settings import Settings
 
 
 def create_app(dataplane: DataPlane, settings: Settings) -> InferApp:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.errors import InvalidInput, PayloadTooLarge
-from gateway.raw import from_raw, to_raw
-from gateway.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
+from gateway.core.errors import InvalidInput, PayloadTooLarge
+from gateway.core.raw import from_raw, to_raw
+from gateway.core.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 
 HEADER_LENGTH = "inference-header-content-length"
 _JSON_FORBIDDEN = {"FP16", "BF16"}
@@ -75,7 +75,6 @@ def decode_request(
     raw_input: tuple[str, str, list[int]] | None = None,
 ) -> InferRequest:
     """Parse a V2 infer body. ``raw_input`` (name, datatype, shape) serves header length 0 (no JSON part)."""
-    received = time.perf_counter()
     n = _header_length(header_length, len(body))
     if n == 0:
         if raw_input is None:
@@ -83,7 +82,7 @@ def decode_request(
         name, datatype, shape = raw_input
         array = from_raw(memoryview(body), name, datatype, shape)
         return InferRequest(
-            model=model, version=version, inputs=[Tensor(name, array)], received=received,
+            model=model, version=version, inputs=[Tensor(name, array)],
             parameters={"binary_data_output": True},
         )  # fmt: skip
     json_part = body if n is None else body[:n]
@@ -152,7 +151,6 @@ def decode_request(
         inputs=tensors,
         outputs=outputs,
         parameters=params,
-        received=received,
     )
     timeout = params.get("timeout")
     if timeout is not None:

@@ -13,17 +13,20 @@ from typing import Any
 
 import orjson
 
-from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, ServerUnavailable
-from gateway.rest.codec import compress, decode_request, decompress, encode_response
-from gateway.rest.v2 import raw_input_spec
-from gateway.settings import Settings
-from gateway.types import InferResponse
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import GatewayError, InvalidInput
+from gateway.core.exchange import Exchange
+from gateway.core.types import InferRequest, InferResponse
+from gateway.lifecycle.model import ModelVersion
+from gateway.rest.body import read_body
+from gateway.rest.codec import compress, decode_request, encode_response
+from gateway.server.settings import Settings
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 _JSON = [(b"content-type", b"application/json")]
 _PREFIX = "/v2/models/"
@@ -58,76 +61,65 @@ class InferApp:
             await self.fallback(scope, receive, send)
             return
         received = time.perf_counter()
+        name, version = target
+        call = _InferCall(scope, receive, name, version, self.limit)
         try:
-            status, headers, body = await self._infer(scope, receive, target[0], target[1])
+            status, headers, body = await self.dp.infer(
+                "rest", call.decode, call.encode, name=name, version=version, received=received
+            )
         except GatewayError as exc:
-            if not exc.recorded:
-                self.dp.reject(target[0], target[1], "rest", exc, received)
             status, headers, body = exc.http_status, _JSON, orjson.dumps({"error": exc.message})
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _infer(
-        self, scope: Scope, receive: Receive, name: str, version: str | None
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        header_length = content_encoding = accept = declared = None
-        for key, value in scope["headers"]:
+
+class _InferCall:
+    """One V2 REST infer request: its decoder and encoder share what the request asked for."""
+
+    __slots__ = ("accept", "binary_default", "limit", "name", "receive", "scope", "version")
+
+    def __init__(self, scope: Scope, receive: Receive, name: str, version: str | None, limit: int) -> None:
+        self.scope, self.receive, self.name, self.version, self.limit = scope, receive, name, version, limit
+        self.accept: str | None = None
+        self.binary_default = False
+
+    async def decode(self, x: Exchange) -> InferRequest:
+        header_length = content_encoding = declared = None
+        for key, value in self.scope["headers"]:
             if key == b"inference-header-content-length":
                 header_length = value.decode("latin-1")
             elif key == b"content-length":
-                declared = value
+                declared = value.decode("latin-1")
             elif key == b"content-encoding":
                 content_encoding = value.decode("latin-1")
             elif key == b"accept-encoding":
-                accept = value.decode("latin-1")
-        if self.dp.draining:
-            raise ServerUnavailable("server is shutting down")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise InvalidInput(f"Content-Length {declared!r} is not an integer") from None
-            if size > self.limit:
-                raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {self.limit} bytes")
-        body = await self._read(receive)
-        body = decompress(body, content_encoding, self.limit)
-        raw_input = None
-        if header_length == "0":
-            raw_input = raw_input_spec(self.dp, name, version)
-        request = decode_request(body, header_length, name, version, raw_input)
-        binary_default = bool(request.parameters.get("binary_data_output", False))
+                self.accept = value.decode("latin-1")
+        body = await read_body(self.receive, declared, content_encoding, self.limit)
+        raw_input = raw_input_spec(x.resolve(self.name, self.version)) if header_length == "0" else None
+        request = decode_request(body, header_length, self.name, self.version, raw_input)
+        self.binary_default = bool(request.parameters.get("binary_data_output", False))
+        return request
 
-        def encode(response: InferResponse) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-            payload, json_length = encode_response(response, binary_default)
-            if json_length is None:
-                headers = [(b"content-type", b"application/json")]
-            else:
-                headers = [
-                    (b"content-type", b"application/octet-stream"),
-                    (b"inference-header-content-length", str(json_length).encode()),
-                ]
-            if accept:
-                payload, encoding = compress(payload, accept)
-                if encoding:
-                    headers.append((b"content-encoding", encoding.encode()))
-            return 200, headers, payload
+    def encode(self, response: InferResponse) -> Reply:
+        payload, json_length = encode_response(response, self.binary_default)
+        if json_length is None:
+            headers = [(b"content-type", b"application/json")]
+        else:
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+            ]
+        if self.accept:
+            payload, encoding = compress(payload, self.accept)
+            if encoding:
+                headers.append((b"content-encoding", encoding.encode()))
+        return 200, headers, payload
 
-        return await self.dp.infer(request, encode)
 
-    async def _read(self, receive: Receive) -> bytes:
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > self.limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+def raw_input_spec(model: ModelVersion) -> tuple[str, str, list[int]]:
+    """A body of raw bytes (binary extension with an empty JSON header) is the model's one input."""
+    inputs = model.signature_for().inputs
+    if len(inputs) != 1:
+        raise InvalidInput(f"a raw binary request needs a model with one input; {model.name!r} has {len(inputs)}")
+    spec = inputs[0]
+    return spec.name, spec.datatype, [1 if d == -1 else int(d) for d in spec.shape]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.dataplane import DataPlane
+from gateway.core.dataplane import DataPlane
 from gateway.rest import metrics as metrics_routes
 
 

@@ -1,7 +1,7 @@
 """TensorFlow Serving REST API (/v1/models/...): status, metadata, :predict, :classify, :regress.
 
 Thin adapters over the DataPlane: every model is reachable, whatever its runtime. Errors use TF Serving's shape
-(``{"error": ...}``); TF Serving's HTTP codes for each status are exactly the ones in ``gateway.errors.STATUS_TABLE``.
+(``{"error": ...}``); TF Serving's HTTP codes for each status are exactly those of ``gateway.core.errors``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, InvalidInput
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import InvalidInput
+from gateway.core.exchange import Exchange
+from gateway.core.tfserving import check_signature, version_state
+from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.rest import tfserving_codec as codec
-from gateway.rest.body import read_body
-from gateway.tfserving_results import check_signature, version_state
-from gateway.types import InferRequest, InferResponse, Tensor
+from gateway.rest.body import request_body
 from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD
 
 router = APIRouter()
@@ -30,10 +31,13 @@ _PATH = re.compile(
 )
 
 
-def _target(request: Request) -> dict[str, Any]:
+def _target(request: Request, strict: bool = True) -> dict[str, Any]:
+    """The path's parts; a path that names no model is InvalidInput (or, not ``strict``, a target without one)."""
     match = _PATH.match(request.url.path)
     if match is None:
-        raise InvalidInput(f"Malformed request: {request.method} {request.url.path}")
+        if strict:
+            raise InvalidInput(f"Malformed request: {request.method} {request.url.path}")
+        return {"model": "", "version": None, "label": None, "metadata": None, "verb": None}
     return match.groupdict()
 
 
@@ -58,46 +62,51 @@ async def get(request: Request) -> Response:
 async def post(request: Request) -> Response:
     received = time.perf_counter()
     dp: DataPlane = request.app.state.dataplane
-    t = _target(request)
-    try:
-        return await _post(request, dp, t, received)
-    except GatewayError as exc:
-        if not exc.recorded:
-            dp.reject(t["model"], t["version"], "tfs_rest", exc, received)
-        raise
-
-
-async def _post(request: Request, dp: DataPlane, t: dict[str, Any], received: float) -> Response:
-    verb = (t["verb"] or "").lower()
-    if t["metadata"] or verb not in ("predict", "classify", "regress"):
-        raise InvalidInput(f"Malformed request: POST {request.url.path}")
-    doc = codec.loads(await read_body(request))
-    model = dp.model(t["model"], t["version"], t["label"])
-    signature = dp.signature(model, codec.signature_name(doc))
-    if verb == "predict":
-        parsed = codec.decode_predict(doc, signature.inputs)
-        inputs = parsed.inputs
-
-        def encode(response: InferResponse) -> Response:
-            return _json(codec.encode_predict({o.name: o.data for o in response.outputs}, parsed.row_format))
-
-    else:
-        method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
-        input_name = check_signature(signature, method)
-        examples = codec.decode_examples(doc, verb)
-        inputs = {input_name: examples}
-        encoder = codec.encode_classify if verb == "classify" else codec.encode_regress
-
-        def encode(response: InferResponse) -> Response:
-            return _json(encoder({o.name: o.data for o in response.outputs}, len(examples)))
-
-    req = InferRequest(
-        model=t["model"],
-        version=str(model.version),
-        inputs=[Tensor(name, array) for name, array in inputs.items()],
-        signature=signature.name,
-        protocol="tfs_rest",
-        received=received,
+    t = _target(request, strict=False)  # even a malformed one is counted, by the data plane
+    call = _PostCall(request, t)
+    result: Response = await dp.infer(
+        "tfs_rest", call.decode, call.encode, name=t["model"], version=t["version"], received=received
     )
-    result: Response = await dp.infer(req, encode)
     return result
+
+
+class _PostCall:
+    """One :predict / :classify / :regress request: the decoder picks the signature, the encoder answers in the
+    request's own format."""
+
+    def __init__(self, request: Request, target: dict[str, Any]) -> None:
+        self.request = request
+        self.target = target
+        self.verb = (target["verb"] or "").lower()
+        self.row_format = False
+        self.examples = 0
+
+    async def decode(self, x: Exchange) -> InferRequest:
+        t, verb = self.target, self.verb
+        if not t["model"] or t["metadata"] or verb not in ("predict", "classify", "regress"):
+            raise InvalidInput(f"Malformed request: POST {self.request.url.path}")
+        doc = codec.loads(await request_body(self.request))
+        model = x.resolve(t["model"], t["version"], t["label"])
+        signature = model.signature_for(codec.signature_name(doc))
+        if verb == "predict":
+            parsed = codec.decode_predict(doc, signature.inputs)
+            inputs = parsed.inputs
+            self.row_format = parsed.row_format
+        else:
+            input_name = check_signature(signature, CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD)
+            examples = codec.decode_examples(doc, verb)
+            self.examples = len(examples)
+            inputs = {input_name: examples}
+        return InferRequest(
+            model=model.name,
+            version=str(model.version),
+            inputs=[Tensor(name, array) for name, array in inputs.items()],
+            signature=signature.name,
+        )
+
+    def encode(self, response: InferResponse) -> Response:
+        outputs = {o.name: o.data for o in response.outputs}
+        if self.verb == "predict":
+            return _json(codec.encode_predict(outputs, self.row_format))
+        encoder = codec.encode_classify if self.verb == "classify" else codec.encode_regress
+        return _json(encoder(outputs, self.examples))

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.errors import InvalidInput
-from gateway.tfserving_results import classification_rows, regression_values
-from gateway.types import DATATYPES
+from gateway.core.errors import InvalidInput
+from gateway.core.tfserving import classification_rows, regression_values
+from gateway.core.types import DATATYPES
 from runtimes.base import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 B64 = "b64"

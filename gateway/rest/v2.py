@@ -11,11 +11,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.dataplane import DataPlane
-from gateway.errors import InvalidInput, ModelNotReady
-from gateway.rest.body import read_body
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import InvalidInput, ModelNotReady
+from gateway.core.types import ModelMetadata
+from gateway.rest.body import request_body
 from gateway.rest.responses import json_response
-from gateway.types import ModelMetadata
 
 router = APIRouter()
 
@@ -62,9 +62,7 @@ async def model_metadata(request: Request, name: str, version: str | None = None
 @router.get("/v2/models/{name}/ready")
 @router.get("/v2/models/{name}/versions/{version}/ready")
 async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
-    dp = _dp(request)
-    dp.router.entry(name)  # unknown model -> 404
-    if not dp.model_ready(name, version):
+    if not _dp(request).model_ready(name, version):  # unknown model -> 404
         raise ModelNotReady(f"model {name!r} is not ready")
     return json_response({"name": name, "ready": True})
 
@@ -77,14 +75,14 @@ async def model_config(request: Request, name: str, version: str | None = None) 
 
 @router.post("/v2/repository/index")
 async def repository_index(request: Request) -> Response:
-    body = await read_body(request)
+    body = await request_body(request)
     ready_only = bool(_json_object(body).get("ready", False))
     return json_response(_dp(request).repository_index(ready_only))
 
 
 @router.post("/v2/repository/models/{name}/load")
 async def repository_load(request: Request, name: str) -> Response:
-    params = _json_object(await read_body(request)).get("parameters") or {}
+    params = _json_object(await request_body(request)).get("parameters") or {}
     await _dp(request).load(name, params if isinstance(params, dict) else None)
     return json_response({})
 
@@ -118,12 +116,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object")
     return doc
-
-
-def raw_input_spec(dp: DataPlane, name: str, version: str | None) -> tuple[str, str, list[int]]:
-    meta = dp.model_metadata(name, version)
-    if len(meta.inputs) != 1:
-        raise InvalidInput(f"a raw binary request needs a model with one input; {name!r} has {len(meta.inputs)}")
-    spec = meta.inputs[0]
-    shape = [1 if d == -1 else int(d) for d in spec.shape]
-    return spec.name, spec.datatype, shape

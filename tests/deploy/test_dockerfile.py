@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings
+from gateway.server.settings import Settings
 from tests.deploy.manifests import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.metrics import Metrics
+from gateway.telemetry.metrics import Metrics
 from tests.deploy.manifests import DASHBOARD, DASHBOARD_SCHEMA, RULES
 
 METRIC_NAME = re.compile(r"\b(?:tensorgate_\w+|model_runtime:\w+:\w+)")

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.settings import Settings
+from gateway.server.settings import Settings
 from tests.deploy.manifests import ADAPTER_RULES, CHART, CUSTOM_KINDS, RULE_TESTS, RULES, render_chart, validate_core
 
 S3_FULL: dict[str, Any] = {
@@ -229,7 +229,7 @@ def test_server_settings_come_from_the_configmap(rendered: dict[str, list[dict[s
 
 
 #: TENSORGATE_CONFIG_OVERRIDES names the folder of per-model config.yaml overrides (values `models`); it is
-#: checked like the others as soon as gateway.settings.Settings has the config_overrides field.
+#: checked like the others as soon as gateway.server.settings.Settings has the config_overrides field.
 PENDING_SETTINGS = set() if "config_overrides" in Settings.model_fields else {"TENSORGATE_CONFIG_OVERRIDES"}
 
 

@@ -9,8 +9,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from gateway.cli import build_parser
-from gateway.settings import Settings
+from gateway.cli.main import build_parser
+from gateway.server.settings import Settings
 from tests.deploy.manifests import DEPLOY, KUBE_VERSIONS
 
 SERVING_RUNTIME = DEPLOY / "kserve" / "servingruntime.yaml"

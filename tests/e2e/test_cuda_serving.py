@@ -21,8 +21,8 @@ import torch
 import tritonclient.grpc as grpcclient
 import yaml
 
-from gateway.demo import CNN, MLP
-from gateway.export import export_torch
+from gateway.cli.demo import CNN, MLP
+from gateway.cli.export import export_torch
 from runtimes import RuntimeInputError, RuntimeLoadError
 from runtimes.torch_aoti import TorchAOTIRuntime
 from tests.serving import ServerProcess

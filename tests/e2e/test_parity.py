@@ -12,7 +12,7 @@ import orjson
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from gateway.errors import STATUS_TABLE
+from gateway.core.errors import STATUS_TABLE
 from tests.serving import ServerProcess
 
 HTTP_TO_CODE = {http: code for code, (http, _grpc) in STATUS_TABLE.items()}

@@ -1,4 +1,4 @@
-"""Testbed: a LocalStore folder of fake models plus the real registry, router and data plane over it.
+"""Testbed: a LocalStore folder of fake models plus the real host, controller, router and data plane over it.
 
 Async tests run each scenario with ``asyncio.run`` (one event loop per test) inside ``async with Testbed(...)``,
 which builds the core on a fresh Prometheus registry and closes every model on the way out.
@@ -14,11 +14,15 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.dataplane import DataPlane
-from gateway.metrics import Metrics
-from gateway.registry import LoadedModel, ModelRegistry
-from gateway.router import Router
-from gateway.types import InferRequest, InferResponse, RequestedOutput, Tensor
+from gateway.core.dataplane import DataPlane
+from gateway.core.exchange import Exchange
+from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
+from gateway.lifecycle.assembly import Assembler
+from gateway.lifecycle.controller import ModelController
+from gateway.lifecycle.host import ModelHost
+from gateway.lifecycle.model import ModelVersion
+from gateway.routing.router import VersionRouter
+from gateway.telemetry.metrics import Metrics
 from model_store.local import LocalStore
 from tests.gateway.fake_runtime import FakeRuntime, runtime_class
 
@@ -47,7 +51,7 @@ class StoreFolder:
 
 
 class Testbed:
-    """``async with Testbed(folder) as bed``: registry synced once, data plane started."""
+    """``async with Testbed(folder) as bed``: the store synced once, data plane started."""
 
     __test__ = False  # not a test class, despite the name
 
@@ -56,38 +60,42 @@ class Testbed:
         self.runtime = runtime_class()
         self.metrics = Metrics(CollectorRegistry(auto_describe=False))
         self.ready_log: list[tuple[str, int]] = []
-        self.registry = ModelRegistry(
-            LocalStore(folder.root),
-            self.metrics,
-            factory=lambda fmt: self.runtime,
-            on_ready=self._on_ready,
-            drain_timeout=5.0,
-        )
-        self.router = Router(self.registry)
-        self.dataplane = DataPlane(self.registry, self.metrics)
+        store = LocalStore(folder.root)
+        assembler = Assembler(lambda fmt: self.runtime, self.metrics)
+        self.host = ModelHost(store, self.metrics, assembler, on_ready=self._on_ready, drain_timeout=5.0)
+        self.controller = ModelController(store, self.host, self.metrics)
+        self.router = VersionRouter(self.host)
+        self.dataplane = DataPlane(self.host, self.router, self.metrics, self.controller)
         self._sync = sync
 
-    def _on_ready(self, model: LoadedModel) -> None:
+    def _on_ready(self, model: ModelVersion) -> None:
         self.runtime.events.append(("ready", model.version))
 
     async def __aenter__(self) -> Testbed:
         if self._sync:
-            await self.registry.sync()
+            await self.controller.sync()
         self.dataplane.started = True
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.registry.close()
+        await self.host.close()
 
     def runtime_of(self, model: str, version: str | int | None = None) -> FakeRuntime:
         runtime = self.router.resolve(model, version).runtime
         assert isinstance(runtime, FakeRuntime)
         return runtime
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        response: InferResponse = await self.dataplane.infer(request, lambda r: r)
+    async def infer(self, request: InferRequest, protocol: str = "rest") -> InferResponse:
+        """``request`` through the data plane's one request path, as a front end of ``protocol`` would send it."""
+
+        async def decode(x: Exchange) -> InferRequest:
+            return request
+
+        response: InferResponse = await self.dataplane.infer(
+            protocol, decode, lambda r: r, name=request.model, version=request.version
+        )
         return response
 
     def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -108,7 +116,6 @@ def request(
     version: str | None = None,
     outputs: list[RequestedOutput] | None = None,
     extra: list[Tensor] | None = None,
-    protocol: str = "rest",
 ) -> InferRequest:
     """An InferRequest for the fake model's input ``x`` (default one row [1, 2, 3])."""
     data = np.array([[1.0, 2.0, 3.0]], dtype=np.float32) if x is None else x
@@ -117,7 +124,6 @@ def request(
         version=version,
         inputs=[Tensor("x", data), *(extra or [])],
         outputs=outputs,
-        protocol=protocol,
     )
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from runtimes import RuntimeInputError, RuntimeLoadError, detect_format, runtime_class, torch_threads
-from runtimes.export_input import ExportInput
+from runtimes.export.inputs import ExportInput
+from runtimes.export.torch_exporter import TorchExporter
 from runtimes.torch_export import TorchExportRuntime
-from runtimes.torch_exporter import TorchExporter
 from tests.torch_models import FAMILIES, MAX_BATCH, Pair, eager_outputs, family_inputs, shared_torch_store
 
 # torch_export runs the same eager kernels as the reference (the transformer-free models here match exactly).

@@ -10,12 +10,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from gateway.errors import InvalidInput
+from gateway.core.errors import InvalidInput
+from gateway.core.raw import to_raw as pack
+from gateway.core.raw import unpack_bytes
+from gateway.core.types import DATATYPES, InferResponse, RequestedOutput, Tensor
 from gateway.grpc.codec import decode_request, encode_response, param_value, set_param
 from gateway.grpc.protos import service_pb2
-from gateway.raw import to_raw as pack
-from gateway.raw import unpack_bytes
-from gateway.types import DATATYPES, InferResponse, RequestedOutput, Tensor
 
 TYPED: dict[str, tuple[str, list[Any]]] = {
     "BOOL": ("bool_contents", [True, False, True, True]),
@@ -169,7 +169,7 @@ def test_parameters_outputs_id_and_deadlines() -> None:
     out = msg.outputs.add(name="y")
     set_param(out.parameters["classification"], 2)
     req = decode_request(msg, None)
-    assert (req.model, req.version, req.id, req.protocol) == ("m", "3", "r9", "grpc")
+    assert (req.model, req.version, req.id) == ("m", "3", "r9")
     assert req.parameters == {"sequence_id": 5, "flag": True, "ratio": 0.5, "who": "me"}
     assert req.outputs == [RequestedOutput("y", {"classification": 2})]
     assert req.deadline is None

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from gateway.errors import InvalidInput
+from gateway.core.errors import InvalidInput
 from gateway.grpc import tfserving_codec as codec
 from runtimes.base import PREDICT_METHOD, REGRESS_METHOD, Signature, TensorSpec
 

@@ -13,10 +13,10 @@ import numpy as np
 import orjson
 import pytest
 
-from gateway.errors import InvalidInput, PayloadTooLarge
-from gateway.raw import to_raw as pack_bytes
+from gateway.core.errors import InvalidInput, PayloadTooLarge
+from gateway.core.raw import to_raw as pack_bytes
+from gateway.core.types import DATATYPES, InferResponse, RequestedOutput, Tensor
 from gateway.rest.codec import compress, decode_request, decompress, encode_response
-from gateway.types import DATATYPES, InferResponse, RequestedOutput, Tensor
 
 JSON_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32", "FP64"]
 LIMIT = 1 << 20

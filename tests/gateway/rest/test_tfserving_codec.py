@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from gateway.errors import InvalidInput
+from gateway.core.errors import InvalidInput
 from gateway.rest import tfserving_codec as codec
 from runtimes.base import CLASSIFY_METHOD, Signature, TensorSpec
 

@@ -1,0 +1,1 @@
+"""``tensorgate bench``: closed-loop load per variant, server histograms, SLA verdict, JSON and HTML reports."""

@@ -1,0 +1,108 @@
+"""The ``tensorgate`` command: serve, export, verify, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import __version__
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="model store: a folder or s3://bucket/prefix (env TENSORGATE_STORE)")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--http-port", type=int, help="REST port, 0 picks a free one (default 8000)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port, 0 picks a free one, -1 disables (default 8001)")
+    p.add_argument("--metrics-port", type=int, help="dedicated /metrics port (default: HTTP port only)")
+    p.add_argument(
+        "--model-control",
+        choices=["poll", "explicit", "none"],
+        help="poll: follow the store; none: load once; explicit: only the repository API loads (default poll)",
+    )
+    p.add_argument("--poll-interval", type=float, help="seconds between store polls, 0 = load once (default 5)")
+    p.add_argument("--load-model", action="append", dest="load_models", help="explicit mode: load at startup")
+    p.add_argument("--max-request-bytes", type=int, help="largest accepted request body (413 beyond)")
+    p.add_argument("--grpc-max-message-bytes", type=int, help="largest gRPC message in either direction")
+    p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")
+    p.add_argument("--shutdown-delay", type=float, help="seconds to stay up not-ready before closing listeners")
+    p.add_argument("--cache-dir", help="where S3 versions are downloaded")
+    p.add_argument("--config-overrides", help="folder of <model>.yaml files replacing the store's config.yaml")
+    p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
+    p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument("--log-format", choices=["text", "json"])
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.server.process import run
+    from gateway.server.settings import Settings
+    from gateway.telemetry.logs import setup_logging
+
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
+    settings = Settings(**overrides)
+    setup_logging(settings.log_level, settings.log_format)
+    run(settings)
+    return 0
+
+
+def _optional(module: str, add: str, run_name: str) -> tuple[Any, Any] | None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, add), getattr(mod, run_name)
+
+
+_SUBCOMMANDS = (
+    ("export", "gateway.cli.export", "add_export_arguments", "run_export", "export a model into every format"),
+    ("verify", "gateway.cli.verify", "add_verify_arguments", "run_verify", "check every variant vs golden samples"),
+    (
+        "bench",
+        "gateway.cli.bench.command",
+        "add_bench_arguments",
+        "run_bench",
+        "compare variants under load vs their SLA",
+    ),
+    ("demo", "gateway.cli.demo", "add_demo_arguments", "run_demo", "build the bundled demo store"),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only ``command``'s module is imported (all of them when None), so ``serve`` stays lean."""
+    parser = argparse.ArgumentParser(prog="tensorgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tensorgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a model store over V2 REST/gRPC and the TF Serving APIs")
+    _serve_args(serve)
+    serve.set_defaults(func=_cmd_serve)
+    for name, module, add, run_name, text in _SUBCOMMANDS:
+        p = sub.add_parser(name, help=text)
+        if command is not None and command != name:
+            continue
+        hooks = _optional(module, add, run_name)
+        if hooks is None:
+            p.set_defaults(func=lambda _args, n=name: _missing(n))
+            continue
+        hooks[0](p)
+        p.set_defaults(func=hooks[1])
+    return parser
+
+
+def _missing(name: str) -> int:
+    print(f"tensorgate {name} is not available in this installation", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    known = {"serve", *(c[0] for c in _SUBCOMMANDS)}
+    args = build_parser(command if command in known else None).parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

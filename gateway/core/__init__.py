@@ -1,0 +1,1 @@
+"""The serving core's vocabulary and its one request path: types, errors, validation, the DataPlane."""

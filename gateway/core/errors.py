@@ -1,0 +1,102 @@
+"""GatewayError and its subclasses: the one table mapping each error to its HTTP status and gRPC code."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Base error. ``code`` is the protocol-neutral status (a gRPC code name, also the metrics label)."""
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(GatewayError):
+    """The request is malformed or does not match the model's signature."""
+
+    http_status = 400
+    code = "INVALID_ARGUMENT"
+
+
+class ModelNotFound(GatewayError):
+    """No such model, version or label."""
+
+    http_status = 404
+    code = "NOT_FOUND"
+
+
+class ModelNotReady(GatewayError):
+    """The model exists but no version is READY (loading, failed, unloaded)."""
+
+    http_status = 503
+    code = "UNAVAILABLE"
+
+
+class ServerUnavailable(GatewayError):
+    """The server is shutting down or not ready."""
+
+    http_status = 503
+    code = "UNAVAILABLE"
+
+
+class PayloadTooLarge(GatewayError):
+    """The request body exceeds the configured limit."""
+
+    http_status = 413
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Overloaded(GatewayError):
+    """The model's queue is full: rejected at once rather than queued without bound."""
+
+    http_status = 429
+    code = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExceeded(GatewayError):
+    """The client's deadline passed before the result could be produced."""
+
+    http_status = 504
+    code = "DEADLINE_EXCEEDED"
+
+
+class Unsupported(GatewayError):
+    """A protocol feature this server does not implement (e.g. shared memory)."""
+
+    http_status = 501
+    code = "UNIMPLEMENTED"
+
+
+class AlreadyExists(GatewayError):
+    http_status = 409
+    code = "ALREADY_EXISTS"
+
+
+class InferenceFailed(GatewayError):
+    """The runtime failed on valid input: a server-side fault."""
+
+    http_status = 500
+    code = "INTERNAL"
+
+
+#: The one table: protocol-neutral code -> (HTTP status, gRPC code name). Subclasses above agree with it.
+STATUS_TABLE: dict[str, tuple[int, str]] = {
+    "OK": (200, "OK"),
+    "INVALID_ARGUMENT": (400, "INVALID_ARGUMENT"),
+    "NOT_FOUND": (404, "NOT_FOUND"),
+    "ALREADY_EXISTS": (409, "ALREADY_EXISTS"),
+    "RESOURCE_EXHAUSTED": (429, "RESOURCE_EXHAUSTED"),
+    "CANCELLED": (499, "CANCELLED"),
+    "INTERNAL": (500, "INTERNAL"),
+    "UNIMPLEMENTED": (501, "UNIMPLEMENTED"),
+    "UNAVAILABLE": (503, "UNAVAILABLE"),
+    "DEADLINE_EXCEEDED": (504, "DEADLINE_EXCEEDED"),
+}

@@ -1,0 +1,60 @@
+"""What a resolved version says about itself: V2 model metadata and Triton's ModelConfig in its JSON form (proto
+field names, enum names), which perf_analyzer and Triton's clients read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.core.types import DATATYPES, ModelMetadata, TensorMetadata
+from gateway.lifecycle.model import ModelEntry, ModelVersion
+
+
+def model_metadata(name: str, model: ModelVersion, entry: ModelEntry) -> ModelMetadata:
+    sig = model.signature_for()
+    params: dict[str, Any] = {"runtime": model.format}
+    source = model.config.source.get("model")
+    if source:
+        params["source"] = str(source)
+    sla = {k: v for k, v in model.config.sla.model_dump().items() if v is not None}
+    if sla:
+        params["sla"] = sla
+    return ModelMetadata(
+        name=name,
+        versions=[str(m.version) for m in entry.ready_versions()],
+        platform=model.platform,
+        inputs=[TensorMetadata(s.name, s.datatype, list(s.shape)) for s in sig.inputs],
+        outputs=[TensorMetadata(s.name, s.datatype, list(s.shape)) for s in sig.outputs],
+        parameters=params,
+    )
+
+
+def model_config(name: str, model: ModelVersion) -> dict[str, Any]:
+    sig = model.signature_for()
+    mbs = model.max_batch_size
+    drop = 1 if mbs > 0 else 0
+
+    def tensor(spec: Any, key: str) -> dict[str, Any]:
+        return {"name": spec.name, "data_type": DATATYPES[spec.datatype].triton, key: list(spec.shape[drop:])}
+
+    cfg = model.config
+    config: dict[str, Any] = {
+        "name": name,
+        "platform": model.platform,
+        "backend": model.format,
+        "version_policy": cfg.version_policy.to_triton(),
+        "max_batch_size": mbs,
+        "input": [tensor(s, "dims") for s in sig.inputs],
+        "output": [tensor(s, "dims") for s in sig.outputs],
+        "instance_group": [{"name": name, "kind": "KIND_CPU", "count": cfg.instances}],
+        "default_model_filename": model.artifact,
+        "parameters": {
+            **{f"sla.{k}": {"string_value": str(v)} for k, v in cfg.sla.model_dump().items() if v is not None},
+            "runtime": {"string_value": model.format},
+        },
+    }
+    if cfg.batching is not None and mbs > 0:
+        config["dynamic_batching"] = {
+            "preferred_batch_size": list(cfg.batching.preferred_batch_sizes),
+            "max_queue_delay_microseconds": int(cfg.batching.max_queue_delay_ms * 1000),
+        }
+    return config

@@ -1,0 +1,96 @@
+"""Assembly: turns a fetched version folder into a ModelVersion ready to publish — the runtime for its format with
+its options (per-runtime special cases live here), the executor its config asks for (a thread pool, or a dynamic
+batcher) wired to its statistics and metrics, and the warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.execution.batcher import Batcher
+from gateway.execution.executor import Executor, OnExecution
+from gateway.execution.pool import ThreadPool
+from gateway.lifecycle.model import ModelVersion, VersionStatus
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.stats import ModelStats
+from model_store import ModelConfig
+from runtimes import Runtime, Signature
+
+RuntimeFactory = Callable[[str], type[Runtime]]
+WarmUp = Callable[[ModelVersion], None]
+
+
+class Assembler:
+    """``assemble(...)`` runs in a loading thread; on failure nothing is left open."""
+
+    def __init__(self, factory: RuntimeFactory, metrics: Metrics, warmup: WarmUp | None = None) -> None:
+        self.factory = factory
+        self.metrics = metrics
+        self.warmup = warmup
+
+    def assemble(
+        self, name: str, version: int, config: ModelConfig, fingerprint: str, path: Path, fmt: str
+    ) -> ModelVersion:
+        cls = self.factory(fmt)
+        runtime = cls()
+        options = config.runtime_options()
+        if fmt == "torch_aoti":
+            options.setdefault("num_runners", config.instances)  # one AOTInductor runner per instance thread
+        runtime.load(path, options)
+        executor: Executor | None = None
+        try:
+            signature = runtime.signature()
+            stats = ModelStats()
+            executor = self._executor(name, version, fmt, config, runtime, signature, stats)
+            model = ModelVersion(
+                name, version, config, fingerprint, runtime, fmt, cls.platform, signature, executor, path,
+                loaded_at=time.time(), status=VersionStatus(), stats=stats,
+            )  # fmt: skip
+            if self.warmup is not None:
+                self.warmup(model)
+        except BaseException:
+            if executor is not None:
+                executor.close()
+            runtime.unload()
+            raise
+        return model
+
+    def _executor(
+        self,
+        name: str,
+        version: int,
+        fmt: str,
+        config: ModelConfig,
+        runtime: Runtime,
+        signature: Signature,
+        stats: ModelStats,
+    ) -> Executor:
+        batching = config.batching
+        thread_name = f"tg-{name}-{version}"
+        if batching is None or not signature.batched:
+            return ThreadPool(runtime, config.instances, _recorder(stats), name=thread_name)
+        return Batcher(
+            runtime,
+            instances=config.instances,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_ms=batching.max_queue_delay_ms,
+            preferred_batch_sizes=batching.preferred_batch_sizes,
+            on_execution=_recorder(stats, self.metrics, (name, str(version), fmt)),
+            default_signature=signature.name,
+            name=f"{thread_name}-batch",
+        )
+
+
+def _recorder(
+    stats: ModelStats, metrics: Metrics | None = None, labels: tuple[str, str, str] = ("", "", "")
+) -> OnExecution:
+    """What every runtime call records (the statistics extension; the batch-size histogram when batching)."""
+
+    def on_execution(requests: int, rows: int, seconds: float) -> None:
+        if metrics is not None:
+            metrics.observe_batch(labels, requests)
+        stats.record_execution(rows, seconds)
+
+    return on_execution

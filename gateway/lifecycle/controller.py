@@ -1,0 +1,148 @@
+"""ModelController: decides which versions should be loaded — from the store's listing, each model's version
+policy and config (or its override), the models pinned unloaded through the repository API — and asks the
+ModelHost to load and retire them. ``sync()`` follows the store; ``load``/``unload`` are the repository API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gateway.core.errors import InvalidInput, ModelNotFound, Unsupported
+from gateway.lifecycle.host import ModelHost
+from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE
+from gateway.telemetry.metrics import Metrics
+from model_store import ConfigError, ModelConfig, ModelStore, StoreError, StoreUnavailable
+from model_store.base import check_model_name
+
+log = logging.getLogger("tensorgate.controller")
+
+
+class ModelController:
+    def __init__(
+        self, store: ModelStore, host: ModelHost, metrics: Metrics, *, config_overrides: Path | None = None
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.metrics = metrics
+        self.config_overrides = config_overrides
+        self.store_reason = ""  # why the store could not be read at the last sync ("" when it could)
+        self._pinned_unloaded: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def sync(self, only: Iterable[str] | None = None) -> None:
+        """Read the store once and apply every model's version policy and config."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            try:
+                names = await loop.run_in_executor(None, self.store.list_models)
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
+            wanted = set(only) if only is not None else None
+            present = set(names)
+            if not present and any(e.ready_versions() for e in self.host.models.values()):
+                # An empty listing while models serve is far more often a store hiccup (a bucket being
+                # restored, a wrong mount) than a wish to serve nothing: keep serving and say so.
+                self._store_failed(StoreUnavailable(f"store {self.store.uri} lists no models; keeping what is loaded"))
+                return
+            if not present and not self.store_reason:
+                log.warning("store %s holds no models (expected <model>/<version>/<artifact>)", self.store.uri)
+            for name in names:
+                if wanted is not None and name not in wanted:
+                    continue
+                if wanted is None and name in self._pinned_unloaded:
+                    continue
+                try:
+                    await self._sync_model(name)
+                except StoreUnavailable as exc:
+                    self._store_failed(exc)
+                    return
+            if wanted is None:
+                for name in list(self.host.models):
+                    if name not in present:
+                        log.info("model %s left the store; unloading", name)
+                        await self.host.unload_model(name)
+            else:
+                for name in wanted - present:
+                    raise ModelNotFound(f"model {name!r} is not in the store {self.store.uri}")
+            self.metrics.store_poll(ok=True)
+            if self.store_reason:
+                log.info("store %s is reachable again", self.store.uri)
+            self.store_reason = ""
+
+    def _store_failed(self, exc: Exception) -> None:
+        if not self.store_reason:
+            log.error("store %s unreachable, serving what is loaded: %s", self.store.uri, exc)
+        self.store_reason = str(exc)
+        self.metrics.store_poll(ok=False)
+
+    async def _read_config(self, name: str) -> ModelConfig:
+        loop = asyncio.get_running_loop()
+        override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
+        raw: bytes | None
+        if override is not None and override.is_file():
+            raw, where = override.read_bytes(), str(override)
+        else:
+            raw = await loop.run_in_executor(None, self.store.read_config, name)
+            where = f"{name}/config.yaml"
+        return ModelConfig.parse(raw, where=where)
+
+    async def _sync_model(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            config = await self._read_config(name)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            self.host.config_invalid(name, str(exc))
+            return
+        versions = await loop.run_in_executor(None, self.store.list_versions, name)
+        desired = config.version_policy.select(versions)
+        known = self.host.get(name)
+        config_changed = known is not None and known.config != config
+        entry = self.host.entry(name, config)
+        if 0 not in versions:
+            entry.versions.pop(0, None)  # the placeholder row of an earlier invalid config.yaml
+        if not desired and not entry.ready_versions():
+            log.warning("model %s has no version to serve in the store (policy %s)", name, config.version_policy)
+        loads = []
+        for version in desired:
+            current = entry.versions.get(version)
+            fingerprint = await loop.run_in_executor(None, self.store.fingerprint, name, version)
+            unchanged = current is not None and current.fingerprint == fingerprint and not config_changed
+            if unchanged and current is not None and current.state in (READY, LOADING, UNAVAILABLE):
+                continue  # serving or loading already; or failed before and unchanged since: not retried every poll
+            loads.append(self.host.load(entry, version, fingerprint, config))
+        if loads:
+            await asyncio.gather(*loads)
+        await self.host.retire(entry, set(desired))
+
+    # -- repository API ----------------------------------------------------------------------------------------
+    async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        check_name(name)
+        if parameters and any(k.startswith("file:") for k in parameters):
+            raise Unsupported("loading model files through the repository API is not supported; use the store")
+        self._pinned_unloaded.discard(name)
+        await self.sync(only=[name])
+        entry = self.host.get(name)
+        if entry is not None and not entry.ready_versions():
+            reasons = "; ".join(f"v{m.version}: {m.reason}" for m in entry.versions.values() if m.reason)
+            raise InvalidInput(f"failed to load {name!r}: {reasons or 'no version to serve'}")
+
+    async def unload(self, name: str) -> None:
+        check_name(name)
+        async with self._lock:
+            if name not in self.host.models:
+                raise ModelNotFound(f"model {name!r} is not loaded")
+            self._pinned_unloaded.add(name)
+            await self.host.unload_model(name)
+
+
+def check_name(name: str) -> str:
+    try:
+        return check_model_name(name)
+    except StoreError as exc:
+        raise InvalidInput(str(exc)) from exc

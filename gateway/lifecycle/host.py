@@ -1,0 +1,197 @@
+"""ModelHost: what is loaded. Loads a version beside the serving one, warms it up, publishes it, then drains and
+unloads what it replaces; a version that fails to load or warm up is kept UNAVAILABLE with its reason and never
+takes the server or other versions down.
+
+Publishing is one dict assignment of a read-only ModelVersion, so the Router sees the new version atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from gateway.lifecycle.assembly import Assembler
+from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE, UNLOADING, ModelEntry, ModelVersion, VersionStatus
+from gateway.telemetry.metrics import Metrics
+from model_store import ModelConfig, ModelStore
+from runtimes import RuntimeLoadError, detect_format
+
+log = logging.getLogger("tensorgate.host")
+
+
+class ModelHost:
+    """Holds every known version by model name; the controller tells it what to load and retire."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        metrics: Metrics,
+        assembler: Assembler,
+        *,
+        load_threads: int = 1,
+        on_ready: Callable[[ModelVersion], Any] | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.assembler = assembler
+        self.models: dict[str, ModelEntry] = {}
+        self.drain_timeout = drain_timeout
+        self._on_ready = on_ready
+        self._load_pool = ThreadPoolExecutor(max_workers=load_threads, thread_name_prefix="tg-load")
+
+    # -- what the router and the data plane read ---------------------------------------------------------------
+    def get(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)
+
+    def index(self) -> list[dict[str, str]]:
+        rows: list[dict[str, str]] = []
+        for name in sorted(self.models):
+            entry = self.models[name]
+            if not entry.versions:
+                rows.append({"name": name, "version": "", "state": UNAVAILABLE, "reason": "unloaded"})
+            for version in sorted(entry.versions):
+                m = entry.versions[version]
+                rows.append({"name": name, "version": str(version), "state": m.state, "reason": m.reason})
+        return rows
+
+    def all_loaded(self) -> Iterable[ModelVersion]:
+        for entry in self.models.values():
+            yield from entry.versions.values()
+
+    # -- what the controller asks for --------------------------------------------------------------------------
+    def entry(self, name: str, config: ModelConfig) -> ModelEntry:
+        """The entry for ``name`` (created if new) with ``config`` in force."""
+        entry = self.models.get(name)
+        if entry is None:
+            entry = self.models[name] = ModelEntry(name, config)
+        entry.config = config
+        return entry
+
+    def config_invalid(self, name: str, reason: str) -> None:
+        """A config that does not parse: READY versions keep serving with the previous one, else a placeholder row."""
+        entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
+        for model in entry.versions.values():
+            if model.state == READY:
+                model.status.reason = f"config.yaml is invalid, serving with the previous config: {reason}"
+        if not entry.versions:
+            entry.versions[0] = ModelVersion(name, 0, entry.config, status=VersionStatus(UNAVAILABLE, reason))
+
+    async def load(self, entry: ModelEntry, version: int, fingerprint: str, config: ModelConfig) -> None:
+        """Load ``version`` beside what serves, publish it once READY, then drain and close what it replaces."""
+        name = entry.name
+        previous = entry.versions.get(version)
+        if previous is None or previous.state != READY:
+            entry.versions[version] = ModelVersion(name, version, config, fingerprint)  # LOADING row
+        log.info("loading %s v%s", name, version)
+        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        detected: list[str] = []  # the format, once known (it labels a failed load's metrics)
+        try:
+            model = await loop.run_in_executor(
+                self._load_pool, self._load_blocking, name, version, config, fingerprint, detected
+            )
+        except Exception as exc:  # a failing model never takes the server down
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeLoadError) else str(exc)
+            fmt = detected[0] if detected else "unknown"
+            self.metrics.observe_load(name, str(version), fmt, time.perf_counter() - start, ok=False)
+            log.error("failed to load %s v%s: %s", name, version, reason)
+            if previous is not None and previous.state == READY:
+                # the old files keep serving; the failure shows in the index through the serving row's reason
+                previous.status.reason = f"reload failed, still serving the previous load: {reason}"
+                return
+            entry.versions[version] = ModelVersion(
+                name, version, config, fingerprint, format=fmt, status=VersionStatus(UNAVAILABLE, reason)
+            )
+            self.metrics.set_state(name, str(version), fmt, UNAVAILABLE)
+            return
+        seconds = time.perf_counter() - start
+        self.metrics.observe_load(name, str(version), model.format, seconds, ok=True)
+        self.metrics.set_sla(name, str(version), model.format, config.sla.targets())
+        model.status.state = READY
+        entry.versions[version] = model  # atomic publish: the Router sees the new version from here on
+        self.metrics.set_state(name, str(version), model.format, READY)
+        if self._on_ready is not None:
+            self._on_ready(model)
+        log.info("%s v%s READY (%s, %.2fs)", name, version, model.format, seconds)
+        if previous is not None and previous is not model:
+            await self._drain_and_close(previous)
+
+    def _load_blocking(
+        self, name: str, version: int, config: ModelConfig, fingerprint: str, detected: list[str]
+    ) -> ModelVersion:
+        path = self.store.fetch(name, version)
+        try:
+            fmt = config.runtime or detect_format(path)
+            detected.append(fmt)
+            return self.assembler.assemble(name, version, config, fingerprint, path, fmt)
+        except BaseException:
+            self._release(name, version, path)
+            raise
+
+    async def retire(self, entry: ModelEntry, desired: set[int]) -> None:
+        """Unload versions the policy no longer wants, but never the last READY one before a new one is READY."""
+        ready_desired = [v for v in desired if entry.versions.get(v) and entry.versions[v].state == READY]
+        for version, model in list(entry.versions.items()):
+            if version in desired:
+                continue
+            if model.state == READY and not ready_desired:
+                if not model.reason:
+                    log.warning("keeping %s v%s: no newer version is READY", entry.name, version)
+                continue
+            await self.unload_version(entry, model)
+
+    async def unload_version(self, entry: ModelEntry, model: ModelVersion) -> None:
+        log.info("unloading %s v%s", entry.name, model.version)
+        if entry.versions.get(model.version) is model:
+            del entry.versions[model.version]
+        if model.state in (READY, LOADING):
+            await self._drain_and_close(model)
+        else:
+            self.metrics.set_state(model.name, str(model.version), model.format or "unknown", None)
+
+    async def unload_model(self, name: str) -> None:
+        entry = self.models.get(name)
+        if entry is None:
+            return
+        for model in list(entry.versions.values()):
+            await self.unload_version(entry, model)
+        del self.models[name]
+
+    async def close(self) -> None:
+        for name in list(self.models):
+            await self.unload_model(name)
+        self._load_pool.shutdown(wait=False)
+
+    # -- drain and close ---------------------------------------------------------------------------------------
+    async def _drain_and_close(self, model: ModelVersion) -> None:
+        model.status.state = UNLOADING
+        self.metrics.set_state(model.name, str(model.version), model.format, UNLOADING)
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                await model.inflight.drained()
+        except TimeoutError:
+            log.warning(
+                "%s v%s: %d requests still running after drain", model.name, model.version, model.inflight.count
+            )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._load_pool, self._close_blocking, model)
+        self.metrics.set_state(model.name, str(model.version), model.format, None)
+
+    def _close_blocking(self, model: ModelVersion) -> None:
+        if model.executor is not None:
+            model.executor.close()
+        if model.runtime is not None:
+            model.runtime.unload()
+        if model.path is not None:
+            self._release(model.name, model.version, model.path)
+
+    def _release(self, name: str, version: int, path: Any) -> None:
+        try:
+            self.store.release(name, version, path)
+        except OSError as exc:
+            log.warning("%s v%s: could not release %s: %s", name, version, path, exc)

@@ -1,0 +1,1 @@
+"""The server process: settings (the only environment reader) and the composition root."""

@@ -1,0 +1,191 @@
+"""Server: the composition root — builds the store, metrics, host, controller, router and data plane, and runs
+REST and gRPC on one event loop.
+
+Shutdown (SIGTERM/SIGINT): readiness turns false, optionally waits ``shutdown_delay`` so load balancers notice,
+stops taking new calls, lets in-flight requests finish within ``grace_period``, then unloads every model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+
+from gateway import __version__
+from gateway.core.dataplane import DataPlane, ServerInfo
+from gateway.lifecycle.assembly import Assembler
+from gateway.lifecycle.controller import ModelController
+from gateway.lifecycle.host import ModelHost
+from gateway.lifecycle.warmup import Warmer
+from gateway.routing.router import VersionRouter
+from gateway.server.settings import Settings
+from gateway.telemetry.metrics import Metrics
+from model_store import open_store
+from runtimes import runtime_class
+
+log = logging.getLogger("tensorgate.server")
+
+
+class Server:
+    """One tensorgate process: ``await Server(settings).run()`` until a signal or ``stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        options: dict[str, Any] = {}
+        if settings.cache_dir:
+            options["cache_dir"] = settings.cache_dir
+        self.store = open_store(settings.store, **options)
+        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm)
+        self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
+        overrides = Path(settings.config_overrides) if settings.config_overrides else None
+        self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
+        self.dataplane = DataPlane(
+            self.host, VersionRouter(self.host), self.metrics, self.controller, ServerInfo(version=__version__)
+        )
+        self.ports: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._http: uvicorn.Server | None = None
+        self._grpc: Any = None
+        self._metrics_server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        from gateway.rest.app import create_app
+        from gateway.rest.metrics_app import create_metrics_app
+
+        s = self.settings
+        app = create_app(self.dataplane, s)
+        self._http, http_port = await self._start_uvicorn(app, s.http_port)
+        self.ports["http"] = http_port
+        if s.grpc_port >= 0:
+            from gateway.grpc.server import start_grpc
+
+            self._grpc, grpc_port = await start_grpc(self.dataplane, s)
+            self.ports["grpc"] = grpc_port
+        if s.metrics_port >= 0:
+            self._metrics_server, metrics_port = await self._start_uvicorn(
+                create_metrics_app(self.dataplane), s.metrics_port
+            )
+            self.ports["metrics"] = metrics_port
+        log.info(
+            "tensorgate %s listening: http %s:%d, grpc %s, store %s (%s mode)",
+            __version__, s.host, http_port, self.ports.get("grpc", "off"), self.store.uri, s.model_control,
+        )  # fmt: skip
+        if s.port_file:
+            await asyncio.to_thread(_write_atomically, Path(s.port_file), orjson.dumps(self.ports))
+        await self._initial_load()
+        self.dataplane.started = True
+        if s.model_control == "poll" and s.poll_interval > 0:
+            self._tasks.append(asyncio.create_task(self._poll()))
+
+    async def _initial_load(self) -> None:
+        s = self.settings
+        if s.model_control == "explicit":
+            names = s.load_models
+            if names == ["*"]:
+                await self.controller.sync()
+            elif names:
+                for name in names:
+                    try:
+                        await self.controller.load(name)
+                    except Exception as exc:
+                        log.error("could not load %s at startup: %s", name, exc)
+            return
+        await self.controller.sync()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self.controller.sync()
+            except Exception:
+                log.exception("store poll failed")
+
+    async def _start_uvicorn(self, app: Any, port: int) -> tuple[uvicorn.Server, int]:
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http="httptools",
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            loop="none",
+            timeout_keep_alive=75,
+            timeout_graceful_shutdown=int(self.settings.grace_period) or None,
+            backlog=2048,
+        )
+        server = uvicorn.Server(config)
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # signals are ours
+        self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes no event for "listening"
+            await asyncio.sleep(0.01)
+        return server, sock.getsockname()[1]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        log.info("shutting down: not ready, draining in-flight requests (grace %.0fs)", self.settings.grace_period)
+        self.dataplane.draining = True
+        if self.settings.shutdown_delay:
+            await asyncio.sleep(self.settings.shutdown_delay)
+        waits = []
+        if self._grpc is not None:
+            waits.append(self._grpc.stop(self.settings.grace_period))
+        for server in (self._http, self._metrics_server):
+            if server is not None:
+                server.should_exit = True
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+        for task in self._tasks:
+            if not task.done() and task.get_coro().__qualname__.startswith("Server._poll"):  # type: ignore[union-attr]
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.host.close()
+        log.info("stopped")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def run(settings: Settings) -> None:
+    """Run the server on uvloop until SIGTERM/SIGINT."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(Server(settings).run())

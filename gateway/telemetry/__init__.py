@@ -1,0 +1,1 @@
+"""Telemetry: Prometheus metrics, Triton-style statistics and log setup."""

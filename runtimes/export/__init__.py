@@ -1,0 +1,1 @@
+"""Exporters that write store models (PyTorch -> ONNX/.pt2, Keras -> SavedModel/ONNX) and the demo networks."""

@@ -1,0 +1,258 @@
+"""Batcher with a small numpy runtime: stacking and splitting, compatible shapes only, per-request errors,
+deadlines, queue delay and preferred sizes, instance parallelism, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.core.errors import DeadlineExceeded, InferenceFailed, InvalidInput
+from gateway.execution.batcher import Batcher
+from gateway.execution.executor import Call
+from runtimes.base import Runtime, RuntimeInputError, Signature, TensorSpec
+
+
+class Doubler(Runtime):
+    """y = 2x; records the rows of every call and how many ran at once; ``gate`` holds calls until set;
+    a row starting with -1 is refused (RuntimeInputError)."""
+
+    format = "onnx"
+    artifact = "model.onnx"
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.seconds = seconds
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def load(self, path: Path, options: Mapping[str, Any]) -> None:
+        pass
+
+    def signatures(self) -> Mapping[str, Signature]:
+        spec = TensorSpec("x", "FP32", (-1, -1))
+        return {"serving_default": Signature((spec,), (TensorSpec("y", "FP32", (-1, -1)),))}
+
+    def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, signature: str | None = None
+    ) -> dict[str, np.ndarray]:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.calls.append(int(inputs["x"].shape[0]))
+        try:
+            assert self.gate.wait(10)
+            time.sleep(self.seconds)
+            x = inputs["x"]
+            if (x[:, 0] == -1).any():
+                raise RuntimeInputError("x: a row starts with -1")
+            return {"y": x * 2}
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def rows(n: int, width: int = 3, start: float = 0.0) -> dict[str, np.ndarray]:
+    return {"x": (start + np.arange(n * width, dtype=np.float32)).reshape(n, width)}
+
+
+async def wait_for_calls(runtime: Doubler, count: int) -> None:
+    for _ in range(1000):
+        if len(runtime.calls) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"runtime saw {runtime.calls}, expected {count} calls")
+
+
+def make(runtime: Doubler, **kwargs: Any) -> tuple[Batcher, list[tuple[int, int]]]:
+    seen: list[tuple[int, int]] = []
+    settings: dict[str, Any] = {"instances": 1, "max_batch_size": 8, "max_queue_delay_ms": 0.0, **kwargs}
+    batcher = Batcher(runtime, on_execution=lambda requests, n, _s: seen.append((requests, n)), **settings)
+    return batcher, seen
+
+
+def test_queued_requests_are_stacked_into_one_call_and_split_back() -> None:
+    runtime = Doubler()
+    batcher, seen = make(runtime)
+
+    async def scenario() -> None:
+        runtime.gate.clear()
+        first = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
+        await wait_for_calls(runtime, 1)  # the only instance is busy: the next ones queue up
+        inputs = [rows(n, start=100 * k) for k, n in enumerate((1, 2, 1, 3, 1))]
+        tasks = [asyncio.ensure_future(batcher.run(Call(x, ["y"], None, None))) for x in inputs]
+        await asyncio.sleep(0.05)
+        runtime.gate.set()
+        results = await asyncio.gather(first, *tasks)
+        for x, (out, queued, computed) in zip([rows(1), *inputs], results, strict=True):
+            np.testing.assert_array_equal(out["y"], x["x"] * 2)
+            assert queued >= 0 and computed >= 0
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert runtime.calls == [1, 8]
+    assert seen == [(1, 1), (5, 8)]
+
+
+def test_only_compatible_shapes_share_a_call() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime)
+
+    async def scenario() -> None:
+        runtime.gate.clear()
+        first = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
+        await wait_for_calls(runtime, 1)
+        narrow = [asyncio.ensure_future(batcher.run(Call(rows(1, width=3), ["y"], None, None))) for _ in range(2)]
+        wide = [asyncio.ensure_future(batcher.run(Call(rows(1, width=4), ["y"], None, None))) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        runtime.gate.set()
+        done = await asyncio.gather(first, *narrow, *wide)
+        assert [r[0]["y"].shape for r in done] == [(1, 3)] * 3 + [(1, 4)] * 2
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert runtime.calls == [1, 2, 2]
+
+
+def test_a_failing_batch_is_retried_request_by_request() -> None:
+    runtime = Doubler()
+    batcher, seen = make(runtime)
+
+    async def scenario() -> None:
+        runtime.gate.clear()
+        first = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
+        await wait_for_calls(runtime, 1)
+        bad = {"x": np.array([[-1.0, 0.0, 0.0]], np.float32)}
+        good = [rows(1, start=10), rows(2, start=20)]
+        tasks = [asyncio.ensure_future(batcher.run(Call(x, ["y"], None, None))) for x in (good[0], bad, good[1])]
+        await asyncio.sleep(0.05)
+        runtime.gate.set()
+        outcomes = await asyncio.gather(first, *tasks, return_exceptions=True)
+        assert isinstance(outcomes[2], InvalidInput) and "starts with -1" in str(outcomes[2])
+        for x, outcome in zip(good, (outcomes[1], outcomes[3]), strict=True):
+            assert not isinstance(outcome, BaseException)
+            np.testing.assert_array_equal(outcome[0]["y"], x["x"] * 2)
+
+    asyncio.run(scenario())
+    batcher.close()
+    # the batch of 4 rows failed, then each request ran alone; only successful calls are counted
+    assert runtime.calls == [1, 4, 1, 1, 2]
+    assert seen == [(1, 1), (1, 1), (1, 2)]
+
+
+def test_expired_requests_never_reach_the_runtime() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime)
+
+    async def scenario() -> None:
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded"):
+            await batcher.run(Call(rows(1), ["y"], None, time.monotonic() - 1))
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert runtime.calls == []
+
+
+def test_queue_delay_gathers_requests_and_a_preferred_size_ends_the_wait() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime, max_queue_delay_ms=400.0)
+    preferring, _ = make(Doubler(), max_queue_delay_ms=60_000.0, preferred_batch_sizes=[3])
+
+    async def scenario() -> None:
+        # The first request waits for company; the second arrives within the delay and joins it.
+        first = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
+        await asyncio.gather(first, second)
+        # Three queued rows are a preferred size: dispatched long before the minute-long delay.
+        await asyncio.wait_for(
+            asyncio.gather(*(preferring.run(Call(rows(1), ["y"], None, None)) for _ in range(3))), timeout=30
+        )
+
+    asyncio.run(scenario())
+    batcher.close()
+    preferring.close()
+    assert runtime.calls == [2]
+    assert preferring.runtime.calls == [3]  # type: ignore[attr-defined]
+
+
+def test_each_instance_runs_its_own_batch_and_no_more_run_at_once() -> None:
+    runtime = Doubler(seconds=0.01)
+    batcher, _seen = make(runtime, instances=2, max_batch_size=2)
+
+    async def scenario() -> None:
+        inputs = [rows(1, start=k) for k in range(20)]
+        results = await asyncio.gather(*(batcher.run(Call(x, ["y"], None, None)) for x in inputs))
+        for x, (out, _q, _c) in zip(inputs, results, strict=True):
+            np.testing.assert_array_equal(out["y"], x["x"] * 2)
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert runtime.most_at_once == 2
+    assert sum(runtime.calls) == 20 and max(runtime.calls) <= 2
+
+
+def test_close_runs_what_is_queued_then_stops() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime, max_queue_delay_ms=60_000.0)
+
+    async def scenario() -> None:
+        pending = [asyncio.ensure_future(batcher.run(Call(rows(1, start=k), ["y"], None, None))) for k in range(3)]
+        await asyncio.sleep(0.05)
+        assert runtime.calls == []  # waiting for a full batch or the delay
+        await asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        done = await asyncio.gather(*pending)
+        assert [float(r[0]["y"][0, 0]) for r in done] == [0.0, 2.0, 4.0]
+        with pytest.raises(InferenceFailed, match="being unloaded"):
+            await batcher.run(Call(rows(1), ["y"], None, None))
+
+    asyncio.run(scenario())
+    assert runtime.calls == [3]
+    assert not any(thread.is_alive() for thread in batcher._threads)
+
+
+def test_with_no_delay_a_free_instance_takes_only_its_share_of_the_queue() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime, instances=2, max_batch_size=8)
+
+    async def scenario() -> None:
+        runtime.gate.clear()
+        busy = [asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None))) for _ in range(2)]
+        await wait_for_calls(runtime, 2)  # both instances are busy with one row each
+        queued = [asyncio.ensure_future(batcher.run(Call(rows(1, start=k), ["y"], None, None))) for k in range(6)]
+        await asyncio.sleep(0.05)
+        runtime.gate.set()
+        await asyncio.gather(*busy, *queued)
+
+    asyncio.run(scenario())
+    batcher.close()
+    # six queued rows, two instances: no instance takes more than half (3) of what is queued when it looks
+    assert runtime.calls[:2] == [1, 1] and sum(runtime.calls[2:]) == 6
+    assert max(runtime.calls[2:]) == 3 and len(runtime.calls) >= 4
+
+
+def test_a_deadline_that_passes_in_the_queue_answers_at_once_and_the_request_never_runs() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime)
+
+    async def scenario() -> None:
+        runtime.gate.clear()
+        first = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
+        await wait_for_calls(runtime, 1)  # the only instance is held
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded before the batch"):
+            await batcher.run(Call(rows(1, start=5), ["y"], None, time.monotonic() + 0.05))  # answered while still held
+        runtime.gate.set()
+        await first
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert runtime.calls == [1]
