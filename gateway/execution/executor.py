@@ -26,7 +26,7 @@ Result = tuple[dict[str, np.ndarray], float, float]
 OnExecution = Callable[[int, int, float], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
     """One request's work: validated inputs, the outputs to return, the signature (None: the default) and the
     deadline (a time.monotonic() instant, or None)."""
