@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -55,7 +55,7 @@ class Models(Protocol):
 
     def index(self) -> list[dict[str, str]]: ...
 
-    def all_loaded(self) -> Any: ...
+    def all_loaded(self) -> Iterable[ModelVersion]: ...
 
 
 class Control(Protocol):

@@ -100,52 +100,30 @@ class TFServingServicer:
         return await self._examples(raw, context, classify=False)
 
     async def MultiInference(self, raw: bytes, context: Any) -> bytes:
-        """Each task is one request through the data plane; a request that is malformed as a whole is counted
-        once (its first task's decoding refuses it)."""
-        request = None
-        examples: np.ndarray | None = None
-
-        def whole() -> tuple[Any, np.ndarray]:
-            nonlocal request, examples
-            if request is None or examples is None:
-                request = parse(inference_pb2.MultiInferenceRequest, raw)
-                if not request.tasks:
-                    raise InvalidInput("MultiInferenceRequest has no tasks")
-                names = {t.model_spec.name for t in request.tasks}
-                if len(names) != 1:
-                    raise InvalidInput(
-                        f"all tasks of a MultiInferenceRequest must name the same model, got {sorted(names)}"
-                    )
-                examples = codec.examples_from_input(request.input, "MultiInferenceRequest")
-            return request, examples
-
-        def keep(r: InferResponse) -> InferResponse:
-            return r
-
+        """Each task is one request through the data plane. A request malformed as a whole (bytes that do not
+        decode, no tasks, tasks naming different models) goes through it once too, so that it is counted."""
+        whole = _MultiInference(raw)
         response = inference_pb2.MultiInferenceResponse()
-        index = 0
-        while True:
+        for index in range(max(whole.tasks(), 1)):  # tasks() raises for a malformed request: decode refuses it
 
             async def decode(x: Exchange, i: int = index) -> InferRequest:
-                req, batch = whole()
-                task = req.tasks[i]
+                request, examples = whole.parsed()
+                task = request.tasks[i]
                 if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
                     raise InvalidInput(f"Unsupported signature method_name: {task.method_name}")
                 target = codec.model_target(task.model_spec)
-                return self._request(x, context, target, {"inputs": batch}, method=task.method_name)
+                return self._request(x, context, target, {"inputs": examples}, method=task.method_name)
 
-            result = await self._infer(context, decode, keep)
-            req, batch = whole()
+            result = await self._infer(context, decode, lambda r: r)
+            request, examples = whole.parsed()
             outputs = {o.name: o.data for o in result.outputs}
             entry = response.results.add()
             entry.model_spec.CopyFrom(codec.model_spec(result.model, int(result.version), result.signature))
-            if req.tasks[index].method_name == CLASSIFY_METHOD:
-                entry.classification_result.CopyFrom(codec.classification_result(outputs, len(batch)))
+            if request.tasks[index].method_name == CLASSIFY_METHOD:
+                entry.classification_result.CopyFrom(codec.classification_result(outputs, len(examples)))
             else:
-                entry.regression_result.CopyFrom(codec.regression_result(outputs, len(batch)))
-            index += 1
-            if index == len(req.tasks):
-                return response.SerializeToString()  # type: ignore[no-any-return]
+                entry.regression_result.CopyFrom(codec.regression_result(outputs, len(examples)))
+        return response.SerializeToString()  # type: ignore[no-any-return]
 
     async def GetModelMetadata(self, raw: bytes, context: Any) -> bytes:
         request = parse(get_model_metadata_pb2.GetModelMetadataRequest, raw)
@@ -163,6 +141,34 @@ class TFServingServicer:
 
     async def HandleReloadConfigRequest(self, raw: bytes, context: Any) -> bytes:
         raise Unsupported("HandleReloadConfigRequest is not supported: tensorgate follows its model store instead")
+
+
+class _MultiInference:
+    """A MultiInferenceRequest parsed and checked once, on first use (inside the data plane's call)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._parsed: tuple[Any, np.ndarray] | None = None
+
+    def tasks(self) -> int:
+        """How many tasks, or 0 when the request is malformed (its first decode will say why)."""
+        try:
+            return len(self.parsed()[0].tasks)
+        except InvalidInput:
+            return 0
+
+    def parsed(self) -> tuple[Any, np.ndarray]:
+        if self._parsed is None:
+            request = parse(inference_pb2.MultiInferenceRequest, self.raw)
+            if not request.tasks:
+                raise InvalidInput("MultiInferenceRequest has no tasks")
+            names = {t.model_spec.name for t in request.tasks}
+            if len(names) != 1:
+                raise InvalidInput(
+                    f"all tasks of a MultiInferenceRequest must name the same model, got {sorted(names)}"
+                )
+            self._parsed = (request, codec.examples_from_input(request.input, "MultiInferenceRequest"))
+        return self._parsed
 
 
 def parse(kind: Any, raw: bytes) -> Any:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from gateway.lifecycle.assembly import Assembler
@@ -190,7 +191,7 @@ class ModelHost:
         if model.path is not None:
             self._release(model.name, model.version, model.path)
 
-    def _release(self, name: str, version: int, path: Any) -> None:
+    def _release(self, name: str, version: int, path: Path) -> None:
         try:
             self.store.release(name, version, path)
         except OSError as exc:
