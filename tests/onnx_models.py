@@ -110,12 +110,24 @@ def build_store(root: Path) -> Path:
     return root
 
 
+def slow_weights(width: int = 1024, layers: int = 6, seed: int = 0) -> list[np.ndarray]:
+    """The weights of ``slow_model``, one [width, width] matrix per layer (to compute its outputs with numpy)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32) for _ in range(layers)]
+
+
+def slow_outputs(x: np.ndarray, width: int = 1024, layers: int = 6, seed: int = 0) -> np.ndarray:
+    """What ``slow_model`` answers for ``x``, computed with numpy."""
+    y = x.astype(np.float32)
+    for w in slow_weights(width, layers, seed):
+        y = np.tanh(y @ w)
+    return y
+
+
 def slow_model(path: Path, width: int = 1024, layers: int = 6, seed: int = 0) -> Path:
     """x [batch, width] FP32 -> y: a chain of ``layers`` dense layers with tanh (a few ms per row on one core)."""
-    rng = np.random.default_rng(seed)
     nodes, inits, current = [], [], "x"
-    for i in range(layers):
-        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    for i, w in enumerate(slow_weights(width, layers, seed)):
         inits.append(numpy_helper.from_array(w, f"W{i}"))
         nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"m{i}"]))
         out = "y" if i == layers - 1 else f"h{i}"
@@ -127,5 +139,81 @@ def slow_model(path: Path, width: int = 1024, layers: int = 6, seed: int = 0) ->
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
         inits,
+    )
+    return _save(graph, path)
+
+
+def spin_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0, size: int = 256) -> Path:
+    """A dense layer whose duration the client chooses: y = x @ W + b (``dense_weights(n_in, n_out, seed)``) on
+    x [batch, n_in] FP32, after max(spins) rounds of busy work (a [size, size] matmul + tanh each, in an ONNX Loop)
+    where spins [batch, 1] INT64 is the second input. The busy work adds exactly 0 to y; zeros (the synthetic
+    warm-up) spin 0 rounds. Lets a test hold a request in flight for as long as it needs."""
+    w, b = dense_weights(n_in, n_out, seed)
+    rng = np.random.default_rng(1000 + seed)
+    k = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    a0 = rng.standard_normal((1, size)).astype(np.float32).repeat(size, axis=0)
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["a_in", "K"], ["ak"]),
+            helper.make_node("Tanh", ["ak"], ["a_out"]),
+        ],
+        "spin_body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("a_in", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("a_out", TensorProto.FLOAT, [size, size]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["spins"], ["rounds"], keepdims=0),
+            helper.make_node("Loop", ["rounds", "go", "A0"], ["a_final"], body=body),
+            helper.make_node("ReduceSum", ["a_final"], ["busy"], keepdims=0),
+            helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "B"], ["xwb"]),
+            helper.make_node("Add", ["xwb", "nothing"], ["y"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_in]),
+            helper.make_tensor_value_info("spins", TensorProto.INT64, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n_out])],
+        [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(b, "B"),
+            numpy_helper.from_array(k, "K"),
+            numpy_helper.from_array(a0, "A0"),
+            numpy_helper.from_array(np.array(True), "go"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def reshape_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0) -> Path:
+    """y = reshape(x, [-1, n_in]) @ W + b on x [batch, n] FP32 with n free: a request with n = n_in answers like
+    ``dense_model(seed)``, but the synthetic warm-up (free dims set to 1) cannot be reshaped and fails."""
+    w, b = dense_weights(n_in, n_out, seed)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "rows"], ["xr"]),
+            helper.make_node("MatMul", ["xr", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "B"], ["y"]),
+        ],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n_out])],
+        [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(b, "B"),
+            numpy_helper.from_array(np.array([-1, n_in], dtype=np.int64), "rows"),
+        ],
     )
     return _save(graph, path)

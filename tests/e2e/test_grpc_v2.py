@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -16,7 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.serving import ServerProcess
+from tests.onnx_models import dense_weights, spin_model
+from tests.serving import ServerProcess, metric_value, spin_infer, spins_for, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -194,36 +197,67 @@ def test_large_message_and_limit(onnx_store: Path, tmp_path: Path) -> None:
         proc.stop()
 
 
-def test_sigterm_drains_in_flight_and_reports_not_ready(onnx_store: Path, tmp_path: Path) -> None:
-    import signal
-    import threading
-    import time
+def test_sigterm_drains_in_flight_and_refuses_new_requests(tmp_path: Path) -> None:
+    """SIGTERM while a request runs: readiness turns off, new requests over gRPC and REST are refused (UNAVAILABLE /
+    503, or the listener is already closed), the request in flight finishes and is answered OK, the process exits 0.
+    Waits on conditions only: the held request is in flight (metric) before the signal, refused before it ends."""
+    store = tmp_path / "store"
+    spin_model(store / "spin" / "1" / "model.onnx", seed=0)
+    proc = ServerProcess(store, tmp_path, ["--poll-interval", "0"]).start()
+    x = np.random.default_rng(11).standard_normal((2, 16)).astype(np.float32)
+    body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 16], "data": x.ravel().tolist()},
+            {"name": "spins", "datatype": "INT64", "shape": [2, 1], "data": [0, 0]},
+        ]
+    }
 
-    proc = ServerProcess(onnx_store, tmp_path, ["--poll-interval", "0", "--shutdown-delay", "1"]).start()
-    client = tg.InferenceServerClient(proc.grpc)
-    x = np.ones((1, 16), np.float32)
-    inp = tg.InferInput("x", [1, 16], "FP32")
-    inp.set_data_from_numpy(x)
-    failures: list[BaseException] = []
-    done = threading.Event()
+    def grpc_status() -> str:
+        try:
+            spin_infer(proc.grpc, x, 0)
+        except InferenceServerException as exc:
+            return str(exc.status())
+        return "OK"
 
-    def load() -> None:
-        while not done.is_set():
-            try:
-                client.infer("dense", [inp])
-            except InferenceServerException as exc:
-                if "UNAVAILABLE" not in str(exc) and "shutting down" not in str(exc):
-                    failures.append(exc)
-                return
+    def rest_refused(path: str, doc: dict[str, object] | None = None) -> str | None:
+        try:  # a new connection each time: what a new client does
+            resp = httpx.request("POST" if doc else "GET", f"{proc.http_url}{path}", json=doc, timeout=10)
+        except httpx.TransportError as exc:
+            return f"refused: {exc}"
+        return None if resp.status_code == 200 else f"{resp.status_code} {resp.text}"
 
-    thread = threading.Thread(target=load)
-    thread.start()
-    time.sleep(0.5)
-    assert proc.proc is not None
-    proc.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert not client.is_server_ready()
-    done.set()
-    thread.join(10)
-    assert proc.stop() == 0
-    assert not failures
+    try:
+        spins = spins_for(proc.grpc, 2.0)  # refusing new requests takes milliseconds
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(spin_infer, proc.grpc, x, spins)
+            wait_until(
+                lambda: metric_value(proc, "tensorgate_inflight_requests", model="spin", version="1") == 1,
+                "the held request to be in flight",
+                server=proc,
+            )
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+
+            ready = wait_until(lambda: rest_refused("/v2/health/ready"), "readiness to turn off after SIGTERM")
+            assert ready.startswith(("503", "refused")), ready
+            # from then on no new request is served. gRPC: UNAVAILABLE until the listener closes, then connection
+            # refused (UNAVAILABLE too); a call racing the listener's close is CANCELLED by grpc itself.
+            statuses: list[str] = []
+
+            def grpc_unavailable() -> bool:
+                statuses.append(grpc_status())
+                return statuses[-1] == "StatusCode.UNAVAILABLE"
+
+            wait_until(grpc_unavailable, "a new gRPC request to be refused with UNAVAILABLE")
+            assert set(statuses) <= {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}, statuses
+            infer = rest_refused("/v2/models/spin/infer", body)
+            assert infer is not None and infer.startswith(("503", "refused")), infer
+            assert not held.done(), "the held request ended before SIGTERM took effect: make it longer"
+
+            version, y = held.result(timeout=120)
+        assert version == "1"
+        w, b = dense_weights(seed=0)
+        np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-5)
+        assert proc.proc.wait(timeout=60) == 0, proc.log()
+    finally:
+        proc.stop()
