@@ -27,7 +27,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-bytes", type=int, help="largest accepted request body (413 beyond)")
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest gRPC message in either direction")
     p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")
-    p.add_argument("--shutdown-delay", type=float, help="seconds to stay up not-ready before closing listeners")
+    p.add_argument("--shutdown-delay", type=float, help="after SIGTERM: seconds to keep serving while not ready")
     p.add_argument("--cache-dir", help="where S3 versions are downloaded")
     p.add_argument("--config-overrides", help="folder of <model>.yaml files replacing the store's config.yaml")
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")

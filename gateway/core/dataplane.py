@@ -78,7 +78,8 @@ class DataPlane:
         self.control = control
         self.info = info or ServerInfo()
         self.started = False  # set once the initial load finished
-        self.draining = False
+        self.stopping = False  # shutting down: not ready, but still serving (load balancers are catching up)
+        self.draining = False  # past the shutdown delay: new requests are refused, in-flight ones finish
 
     # -- inference ---------------------------------------------------------------------------------------------
     async def infer(
@@ -174,12 +175,12 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.started and not self.draining
+        return self.started and not self.stopping and not self.draining
 
     def model_ready(self, name: str, version: str | None = None, label: str | None = None) -> bool:
         """Whether ``name`` (``version``) can serve now; NOT_FOUND for a model the server does not know."""
         self.router.entry(name)
-        if self.draining:
+        if self.stopping or self.draining:
             return False
         try:
             self.router.resolve(name, version, label)

@@ -154,9 +154,10 @@ class Server:
 
     async def shutdown(self) -> None:
         log.info("shutting down: not ready, draining in-flight requests (grace %.0fs)", self.settings.grace_period)
-        self.dataplane.draining = True
+        self.dataplane.stopping = True  # not ready; requests are still served while load balancers catch up
         if self.settings.shutdown_delay:
             await asyncio.sleep(self.settings.shutdown_delay)
+        self.dataplane.draining = True
         waits = []
         if self._grpc is not None:
             waits.append(self._grpc.stop(self.settings.grace_period))

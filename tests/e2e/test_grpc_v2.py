@@ -261,3 +261,34 @@ def test_sigterm_drains_in_flight_and_refuses_new_requests(tmp_path: Path) -> No
         assert proc.proc.wait(timeout=60) == 0, proc.log()
     finally:
         proc.stop()
+
+
+def test_shutdown_delay_keeps_serving_while_not_ready(tmp_path: Path) -> None:
+    """With --shutdown-delay, SIGTERM turns readiness off at once but requests are still answered until the delay
+    ends (load balancers are still sending traffic while they notice); then the process drains and exits 0."""
+    store = tmp_path / "store"
+    spin_model(store / "spin" / "1" / "model.onnx", seed=0)
+    proc = ServerProcess(store, tmp_path, ["--poll-interval", "0", "--shutdown-delay", "30"]).start()
+    x = np.random.default_rng(12).standard_normal((1, 16)).astype(np.float32)
+    try:
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: httpx.get(f"{proc.http_url}/v2/health/ready", timeout=10).status_code == 503,
+            "readiness to turn off after SIGTERM",
+            server=proc,
+        )
+        version, y = spin_infer(proc.grpc, x, 0)  # still served over gRPC ...
+        w, b = dense_weights(seed=0)
+        np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-5)
+        body = {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 16], "data": x.ravel().tolist()},
+                {"name": "spins", "datatype": "INT64", "shape": [1, 1], "data": [0]},
+            ]
+        }
+        response = httpx.post(f"{proc.http_url}/v2/models/spin/infer", json=body, timeout=10)  # ... and REST
+        assert response.status_code == 200, response.text
+        assert version == "1" and proc.proc.poll() is None
+    finally:
+        proc.stop(signal.SIGKILL)  # the delay is long on purpose; what follows it is the drain test's subject
