@@ -57,6 +57,29 @@ def test_the_unit_tests_can_fail(promtool: str, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "alertname: TensorgateHighErrorRate" in proc.stdout + proc.stderr
 
 
+def test_sla_cases_at_the_target_pin_the_bucket(promtool: str, tmp_path: Path) -> None:
+    """Requests just below and just above the SLA target tell the target's own bucket from its neighbours: a
+    compliance rule that counted the bucket below or above a 20 ms target (15 or 25 ms) fails those cases alone."""
+    doc = yaml.safe_load(RULE_TESTS.read_text())
+    doc["tests"] = [
+        case for case in doc["tests"] if any('model="edge"' in s["series"] for s in case.get("input_series", []))
+    ]
+    assert len(doc["tests"]) == 1, "the unit tests with requests at the SLA target (model edge) are missing"
+    (tmp_path / RULE_TESTS.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    rules = RULES.read_text()
+    target = 'tensorgate_sla_target_seconds{objective="p99"}'
+    joined = f'"le", {target}'  # the count_values() that turns the target into the bucket's le label
+    assert rules.count(joined) == 4  # one per compliance window
+    for shift in ("", " - 0.005", " + 0.005"):
+        (tmp_path / RULES.name).write_text(rules.replace(joined, f'"le", ({target}{shift})'))
+        proc = run([promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path)
+        if not shift:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        else:
+            assert proc.returncode == 1, f"a rule counting the bucket at target{shift} s passed:\n{proc.stdout}"
+            assert "model_runtime:tensorgate_sla_compliance:ratio_rate5m" in proc.stdout + proc.stderr
+
+
 def test_recording_rule_names_follow_the_convention() -> None:
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:

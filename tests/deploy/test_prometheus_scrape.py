@@ -144,7 +144,12 @@ def prometheus(
         while not server.query(ready) or len(server.query(f'tensorgate_requests_total{{model="{MODEL}"}}[6s]')) == 0:
             assert time.monotonic() < deadline, f"no data in Prometheus after 90 s:\n{server.log()}"
             time.sleep(0.5)
-        time.sleep(4)
+        # Not a fixed pause that a busy machine may outrun: wait until what the tests read is there. If something
+        # never comes (a rule without data), the test that reads it says which; running out of time here is not
+        # itself the failure.
+        deadline = time.monotonic() + 120
+        while not settled(server, traffic) and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert traffic.error is None, traffic.error
         assert traffic.codes.get(200, 0) > 50, traffic.codes
         yield server
@@ -152,6 +157,20 @@ def prometheus(
         traffic.stop_event.set()
         traffic.join(15)
         server.stop()
+
+
+def settled(server: PrometheusServer, traffic: Traffic) -> bool:
+    """Over 50 good requests sent, at least 5 scrapes of the gateway with traffic in, every rule evaluated, and
+    every recording rule holding data."""
+    if traffic.codes.get(200, 0) <= 50:
+        return False
+    scrapes = server.query(f'count_over_time(tensorgate_requests_total{{model="{MODEL}", code="OK"}}[5m])')
+    if not scrapes or min(float(s["value"][1]) for s in scrapes) < 5:
+        return False
+    rules = [rule for group in server.api("rules")["groups"] for rule in group["rules"]]
+    if not rules or any(rule["health"] == "unknown" for rule in rules):
+        return False
+    return all(server.query(record) for record in recorded())
 
 
 def substitute(expr: str) -> str:
@@ -212,17 +231,19 @@ def test_every_rule_evaluates_without_error(prometheus: PrometheusServer) -> Non
 
 
 def test_sla_compliance_is_the_bucket_at_the_target(prometheus: PrometheusServer) -> None:
-    """The recorded compliance equals the 20 ms bucket's share computed directly: the count_values join works."""
+    """The recorded compliance equals the 20 ms bucket's share computed directly: the count_values join works.
+
+    Both are taken at the instant the rule was last evaluated, so that traffic since then cannot tell them apart."""
     [target] = prometheus.query(f'tensorgate_sla_target_seconds{{model="{MODEL}", objective="p99"}}')
     assert float(target["value"][1]) == pytest.approx(0.02)
+    compliance = f'model_runtime:tensorgate_sla_compliance:ratio_rate5m{{model="{MODEL}"}}'
+    [stamp] = prometheus.query(f"timestamp({compliance})")
     direct = (
         f'sum(rate(tensorgate_request_duration_seconds_bucket{{model="{MODEL}", le="0.02"}}[5m]))'
         f' / sum(rate(tensorgate_request_duration_seconds_count{{model="{MODEL}"}}[5m]))'
     )
-    recorded_value = prometheus.query(
-        f'model_runtime:tensorgate_sla_compliance:ratio_rate5m{{model="{MODEL}"}} - scalar({direct})'
-    )
-    assert recorded_value and abs(float(recorded_value[0]["value"][1])) < 0.05
+    recorded_value = prometheus.api("query", query=f"{compliance} - scalar({direct})", time=stamp["value"][1])
+    assert recorded_value["result"] and abs(float(recorded_value["result"][0]["value"][1])) < 0.05
 
 
 def test_model_states_reach_prometheus(prometheus: PrometheusServer) -> None:

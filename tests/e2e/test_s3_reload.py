@@ -77,6 +77,13 @@ class Load:
     def latest_versions(self, n: int = 20) -> set[str]:
         return {v for _p, v, _e in self.outcomes[-n:] if v}
 
+    def versions_since(self, mark: int) -> set[str]:
+        return {v for _p, v, _e in self.outcomes[mark:] if v}
+
+    def wait_for_more(self, mark: int, n: int = 20, what: str = "") -> None:
+        """Until ``n`` more requests than at ``mark`` have been answered (or failed)."""
+        self.wait_for(lambda: len(self.outcomes) >= mark + n, what=f"{n} more requests {what}")
+
 
 @pytest.fixture()
 def s3() -> Iterator[S3Server]:
@@ -95,6 +102,14 @@ def _metric(server: ServerProcess, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"metric {name} not exposed")
+
+
+def _wait_for_polls(load: Load, server: ServerProcess, name: str, polls: int) -> None:
+    """Until the gateway has polled the store ``polls`` more times, as counted by ``name`` (a metric that changes
+    at every successful poll, the last-sync timestamp, or at every failed one, the poll error counter)."""
+    for k in range(polls):
+        seen = _metric(server, name)
+        load.wait_for(lambda seen=seen: _metric(server, name) > seen, what=f"poll {k + 1} of {polls} ({name})")
 
 
 def _cached_versions(cache: Path) -> set[str]:
@@ -130,8 +145,11 @@ def test_s3_versions_swap_under_load_without_failures(s3: S3Server, tmp_path: Pa
             s3.upload_corrupt_version(versions[4], "dense", 3, prefix="prod")
             load.wait_for(lambda: _index(server).get("3", {}).get("state") == "UNAVAILABLE", what="v3 failed")
             assert _index(server)["3"]["reason"]
-            time.sleep(1.0)
-            assert load.latest_versions() == {"2"}
+            failed = len(load.outcomes)
+            # the store is read again with v3 still in it, and traffic goes on: all of it on v2
+            _wait_for_polls(load, server, "tensorgate_store_last_sync_timestamp_seconds", 2)
+            load.wait_for_more(failed, what="after v3 failed")
+            assert load.versions_since(failed) == {"2"}
             assert _metric(server, "tensorgate_model_load_failures_total") >= 1
 
             # deleting the newer versions brings the previous one back; v2 goes
@@ -144,8 +162,11 @@ def test_s3_versions_swap_under_load_without_failures(s3: S3Server, tmp_path: Pa
             s3.stop()
             load.wait_for(lambda: _metric(server, "tensorgate_store_stale") == 1.0, what="store stale")
             before = len(load.outcomes)
-            time.sleep(1.5)
-            assert len(load.outcomes) > before and load.latest_versions() == {"1"}
+            # more polls fail while requests keep being answered by v1
+            _wait_for_polls(load, server, "tensorgate_store_poll_errors_total", 2)
+            load.wait_for_more(before, what="during the outage")
+            assert load.versions_since(before) == {"1"}
+            assert _metric(server, "tensorgate_store_stale") == 1.0  # all of that happened while the store was out
             assert httpx.get(f"{server.http_url}/v2/health/ready").status_code == 200
 
             # it comes back: polling resumes and picks up a new version
@@ -158,6 +179,7 @@ def test_s3_versions_swap_under_load_without_failures(s3: S3Server, tmp_path: Pa
         assert load.failures() == [], load.failures()[:5]
         counts = Counter(v for _p, v, _e in load.outcomes)
         assert counts["1"] and counts["2"] and counts["4"]
+        assert "3" not in counts, "the corrupt version answered requests"
         assert {p for p, _v, _e in load.outcomes} == {"rest", "grpc"}
         for v in ("1", "2", "4"):
             expected = ort.InferenceSession(str(versions[int(v)] / "model.onnx")).run(None, {"x": X})[0]

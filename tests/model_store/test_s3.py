@@ -340,6 +340,12 @@ def test_missing_credentials_are_unavailable(s3_env: S3Server, tmp_path: Path, m
 
 # --- outages: a server of their own, stopped, restarted and paused -----------------------------------------
 
+# The outage store's settings, and how long one call may take to give up with them: a generous multiple of its
+# attempts x (connect + read timeout), so that a busy machine stays well inside it, while a store ignoring its
+# settings would wait out botocore's 60 s default read timeout on a hung server, far beyond it.
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS = 0.5, 1.0, 2
+GIVE_UP_S = 5 * ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S)
+
 
 @pytest.fixture(scope="module")
 def outage_server() -> Iterator[S3Server]:
@@ -356,7 +362,13 @@ def outage_store(
     outage_server.start()  # in case a test before left it stopped
     point_env_at(outage_server, monkeypatch)
     outage_server.upload_version(onnx_model.folder, "affine", 1, prefix="o", marker="_COMPLETE")
-    return S3Store(outage_server.uri("o"), cache_dir=tmp_path, connect_timeout=0.5, read_timeout=1.0, max_attempts=2)
+    return S3Store(
+        outage_server.uri("o"),
+        cache_dir=tmp_path,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        max_attempts=ATTEMPTS,
+    )
 
 
 def test_outage_is_reported_quickly_and_the_store_recovers(outage_server: S3Server, outage_store: S3Store) -> None:
@@ -372,7 +384,7 @@ def test_outage_is_reported_quickly_and_the_store_recovers(outage_server: S3Serv
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="EndpointConnectionError"):
             call()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < GIVE_UP_S
     outage_server.start()
     assert outage_server.port == port
     assert outage_store.list_versions("affine") == [1]
@@ -386,7 +398,7 @@ def test_a_hung_server_times_out(outage_server: S3Server, outage_store: S3Store)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="ReadTimeoutError"):
             outage_store.list_models()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < GIVE_UP_S
     finally:
         outage_server.resume()
     assert outage_store.list_models() == ["affine"]

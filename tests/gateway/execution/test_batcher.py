@@ -1,12 +1,16 @@
 """Batcher with a small numpy runtime: stacking and splitting, compatible shapes only, per-request errors,
-deadlines, queue delay and preferred sizes, instance parallelism, closing."""
+deadlines, queue delay and preferred sizes, instance parallelism, closing.
+
+No test sleeps a fixed time and hopes: the runtime holds its calls on a gate the test opens, and the test waits for
+what it can observe (calls the runtime has started, requests in the batcher's queue) with a generous deadline, so
+the outcome is the same on a fast machine and on a loaded one."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,9 @@ from gateway.execution.batcher import Batcher
 from gateway.execution.executor import Call
 from runtimes.base import Runtime, RuntimeInputError, Signature, TensorSpec
 
+#: How long a test waits for something that must happen; only a broken batcher ever uses it up.
+WAIT_S = 60.0
+
 
 class Doubler(Runtime):
     """y = 2x; records the rows of every call and how many ran at once; ``gate`` holds calls until set;
@@ -26,11 +33,10 @@ class Doubler(Runtime):
     format = "onnx"
     artifact = "model.onnx"
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.calls: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
-        self.seconds = seconds
         self.running = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
@@ -50,8 +56,7 @@ class Doubler(Runtime):
             self.most_at_once = max(self.most_at_once, self.running)
             self.calls.append(int(inputs["x"].shape[0]))
         try:
-            assert self.gate.wait(10)
-            time.sleep(self.seconds)
+            assert self.gate.wait(WAIT_S), "the test never opened the gate"
             x = inputs["x"]
             if (x[:, 0] == -1).any():
                 raise RuntimeInputError("x: a row starts with -1")
@@ -65,12 +70,27 @@ def rows(n: int, width: int = 3, start: float = 0.0) -> dict[str, np.ndarray]:
     return {"x": (start + np.arange(n * width, dtype=np.float32)).reshape(n, width)}
 
 
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` (letting the event loop and the instance threads run) until it holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {WAIT_S:.0f} s: {what}")
+        await asyncio.sleep(0.001)
+
+
 async def wait_for_calls(runtime: Doubler, count: int) -> None:
-    for _ in range(1000):
-        if len(runtime.calls) >= count:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"runtime saw {runtime.calls}, expected {count} calls")
+    await wait_until(lambda: len(runtime.calls) >= count, f"{count} runtime calls started (saw {runtime.calls})")
+
+
+def queued(batcher: Batcher) -> int:
+    """Requests waiting in the batcher's queue, read under its lock (taken ones have left it)."""
+    with batcher._cond:
+        return len(batcher._queue)
+
+
+async def wait_for_queued(batcher: Batcher, count: int) -> None:
+    await wait_until(lambda: queued(batcher) == count, f"{count} requests queued (saw {queued(batcher)})")
 
 
 def make(runtime: Doubler, **kwargs: Any) -> tuple[Batcher, list[tuple[int, int]]]:
@@ -90,7 +110,7 @@ def test_queued_requests_are_stacked_into_one_call_and_split_back() -> None:
         await wait_for_calls(runtime, 1)  # the only instance is busy: the next ones queue up
         inputs = [rows(n, start=100 * k) for k, n in enumerate((1, 2, 1, 3, 1))]
         tasks = [asyncio.ensure_future(batcher.run(Call(x, ["y"], None, None))) for x in inputs]
-        await asyncio.sleep(0.05)
+        await wait_for_queued(batcher, 5)  # all five wait behind the held call
         runtime.gate.set()
         results = await asyncio.gather(first, *tasks)
         for x, (out, queued, computed) in zip([rows(1), *inputs], results, strict=True):
@@ -113,7 +133,7 @@ def test_only_compatible_shapes_share_a_call() -> None:
         await wait_for_calls(runtime, 1)
         narrow = [asyncio.ensure_future(batcher.run(Call(rows(1, width=3), ["y"], None, None))) for _ in range(2)]
         wide = [asyncio.ensure_future(batcher.run(Call(rows(1, width=4), ["y"], None, None))) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await wait_for_queued(batcher, 4)
         runtime.gate.set()
         done = await asyncio.gather(first, *narrow, *wide)
         assert [r[0]["y"].shape for r in done] == [(1, 3)] * 3 + [(1, 4)] * 2
@@ -134,7 +154,7 @@ def test_a_failing_batch_is_retried_request_by_request() -> None:
         bad = {"x": np.array([[-1.0, 0.0, 0.0]], np.float32)}
         good = [rows(1, start=10), rows(2, start=20)]
         tasks = [asyncio.ensure_future(batcher.run(Call(x, ["y"], None, None))) for x in (good[0], bad, good[1])]
-        await asyncio.sleep(0.05)
+        await wait_for_queued(batcher, 3)  # one batch of 4 rows once the gate opens
         runtime.gate.set()
         outcomes = await asyncio.gather(first, *tasks, return_exceptions=True)
         assert isinstance(outcomes[2], InvalidInput) and "starts with -1" in str(outcomes[2])
@@ -163,35 +183,56 @@ def test_expired_requests_never_reach_the_runtime() -> None:
 
 
 def test_queue_delay_gathers_requests_and_a_preferred_size_ends_the_wait() -> None:
-    runtime = Doubler()
-    batcher, _seen = make(runtime, max_queue_delay_ms=400.0)
+    # A delay far longer than the test: a free instance leaves requests queued until the batch is full.
+    gathering = Doubler()
+    waiting, _ = make(gathering, max_batch_size=4, max_queue_delay_ms=60_000.0)
+    # A short delay and no company: the lone request goes once the delay has passed, and not before.
+    lone = Doubler()
+    timed, _ = make(lone, max_queue_delay_ms=50.0)
     preferring, _ = make(Doubler(), max_queue_delay_ms=60_000.0, preferred_batch_sizes=[3])
 
     async def scenario() -> None:
-        # The first request waits for company; the second arrives within the delay and joins it.
-        first = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
-        await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None)))
-        await asyncio.gather(first, second)
+        # Requests arrive one at a time while the instance is free: each waits for company, all go in one call.
+        tasks = []
+        for k in range(4):
+            assert gathering.calls == []
+            tasks.append(asyncio.ensure_future(waiting.run(Call(rows(1, start=k), ["y"], None, None))))
+            if k < 3:
+                await wait_for_queued(waiting, k + 1)
+        done = await asyncio.gather(*tasks)
+        assert [float(r[0]["y"][0, 0]) for r in done] == [0.0, 2.0, 4.0, 6.0]
+        _out, queued_s, _computed = await timed.run(Call(rows(1), ["y"], None, None))
+        assert queued_s >= 0.05, f"dispatched after {queued_s * 1000:.1f} ms, before the 50 ms delay"
         # Three queued rows are a preferred size: dispatched long before the minute-long delay.
         await asyncio.wait_for(
-            asyncio.gather(*(preferring.run(Call(rows(1), ["y"], None, None)) for _ in range(3))), timeout=30
+            asyncio.gather(*(preferring.run(Call(rows(1), ["y"], None, None)) for _ in range(3))), timeout=WAIT_S / 2
         )
 
     asyncio.run(scenario())
-    batcher.close()
+    waiting.close()
+    timed.close()
     preferring.close()
-    assert runtime.calls == [2]
+    assert gathering.calls == [4]
+    assert lone.calls == [1]
     assert preferring.runtime.calls == [3]  # type: ignore[attr-defined]
 
 
 def test_each_instance_runs_its_own_batch_and_no_more_run_at_once() -> None:
-    runtime = Doubler(seconds=0.01)
+    runtime = Doubler()
     batcher, _seen = make(runtime, instances=2, max_batch_size=2)
 
     async def scenario() -> None:
+        runtime.gate.clear()
         inputs = [rows(1, start=k) for k in range(20)]
-        results = await asyncio.gather(*(batcher.run(Call(x, ["y"], None, None)) for x in inputs))
+        tasks = [asyncio.ensure_future(batcher.run(Call(x, ["y"], None, None))) for x in inputs]
+        # Both instances hold a call at once; what they did not take stays queued for them.
+        await wait_until(lambda: runtime.running == 2, f"two calls running at once (saw {runtime.running})")
+        await wait_until(
+            lambda: queued(batcher) + sum(runtime.calls) == 20, "every request taken by an instance or queued"
+        )
+        assert len(runtime.calls) == 2 and runtime.running == 2
+        runtime.gate.set()
+        results = await asyncio.gather(*tasks)
         for x, (out, _q, _c) in zip(inputs, results, strict=True):
             np.testing.assert_array_equal(out["y"], x["x"] * 2)
 
@@ -207,8 +248,8 @@ def test_close_runs_what_is_queued_then_stops() -> None:
 
     async def scenario() -> None:
         pending = [asyncio.ensure_future(batcher.run(Call(rows(1, start=k), ["y"], None, None))) for k in range(3)]
-        await asyncio.sleep(0.05)
-        assert runtime.calls == []  # waiting for a full batch or the delay
+        await wait_for_queued(batcher, 3)
+        assert runtime.calls == []  # waiting for a full batch or the minute-long delay
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)
         done = await asyncio.gather(*pending)
         assert [float(r[0]["y"][0, 0]) for r in done] == [0.0, 2.0, 4.0]
@@ -228,10 +269,10 @@ def test_with_no_delay_a_free_instance_takes_only_its_share_of_the_queue() -> No
         runtime.gate.clear()
         busy = [asyncio.ensure_future(batcher.run(Call(rows(1), ["y"], None, None))) for _ in range(2)]
         await wait_for_calls(runtime, 2)  # both instances are busy with one row each
-        queued = [asyncio.ensure_future(batcher.run(Call(rows(1, start=k), ["y"], None, None))) for k in range(6)]
-        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(batcher.run(Call(rows(1, start=k), ["y"], None, None))) for k in range(6)]
+        await wait_for_queued(batcher, 6)  # all six are queued before either instance is free to look
         runtime.gate.set()
-        await asyncio.gather(*busy, *queued)
+        await asyncio.gather(*busy, *waiting)
 
     asyncio.run(scenario())
     batcher.close()

@@ -76,12 +76,19 @@ def test_json_has_settings_variants_and_one_run_per_variant_protocol_and_level(r
 
 
 def test_every_run_has_throughput_and_no_errors(run: BenchRun) -> None:
+    window = run.doc["settings"]["duration_s"]
     for r in run.doc["runs"]:
         label = f"{r['model']} {r['protocol']} c={r['concurrency']}"
         assert r["throughput_rps"] > 0, label
         assert r["error_count"] == 0 and r["errors"] == {}, (label, r["errors"])
         assert r["ok"] == r["requests"] > 0, label
-        assert 0.9 < r["duration_s"] < 2.0, label
+        # The window runs until the requested time has passed, then only lets the requests in flight finish (the
+        # slowest request bounds that; a second more covers the client's own scheduling). Each worker's requests
+        # follow one another inside the window, so their latencies add up to no more than it.
+        latency_s = {k: v / 1000 for k, v in r["latency_ms"].items()}
+        assert window <= r["duration_s"] <= window + latency_s["max"] + 1.0, (label, r["duration_s"], latency_s)
+        assert r["requests"] * latency_s["mean"] <= r["concurrency"] * r["duration_s"] * (1 + 1e-9), label
+        assert r["throughput_rps"] == pytest.approx(r["ok"] / r["duration_s"]), label
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
 
 
@@ -109,22 +116,39 @@ def test_sla_verdicts_follow_the_model_config(run: BenchRun) -> None:
             assert r["sla_ms"] == {} and r["sla_met"] is None
 
 
+def expected_winner(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run that should win: most throughput among the runs meeting their SLA; none when none meets it."""
+    met = [r for r in runs if r["sla_met"]]
+    return max(met, key=lambda r: r["throughput_rps"]) if met else None
+
+
 def test_winner_is_the_variant_meeting_its_sla_with_most_throughput(run: BenchRun) -> None:
-    best = run.doc["winner"]
-    met = [r for r in run.doc["runs"] if r["sla_met"]]
-    assert met, f"no dense run met p50 5 ms / p99 20 ms: {[r['latency_ms'] for r in run.doc['runs']]}"
-    assert best is not None and best["model"] in VARIANTS
-    assert best["model"] == "dense"  # the only variant with an SLA
-    top = max(met, key=lambda r: r["throughput_rps"])
-    assert (best["protocol"], best["concurrency"]) == (top["protocol"], top["concurrency"])
-    assert best["throughput_rps"] == pytest.approx(top["throughput_rps"])
+    """Whether a dense run meets p50 5 ms / p99 20 ms depends on how busy the machine is (the verdicts themselves
+    are checked above); given the verdicts, which run wins does not, overall and per protocol."""
+    runs = run.doc["runs"]
+    assert {r["model"] for r in runs if r["sla_met"] is not None} == {"dense"}  # the only variant with an SLA
     assert set(run.doc["winner_by_protocol"]) == {"rest", "grpc"}
+    chosen = [(run.doc["winner"], runs)]
+    chosen += [(best, [r for r in runs if r["protocol"] == p]) for p, best in run.doc["winner_by_protocol"].items()]
+    for best, candidates in chosen:
+        top = expected_winner(candidates)
+        if top is None:
+            assert best is None, best
+            continue
+        assert best is not None and best["model"] == "dense" and best["basis"] == "sla", best
+        assert (best["protocol"], best["concurrency"]) == (top["protocol"], top["concurrency"])
+        assert best["throughput_rps"] == pytest.approx(top["throughput_rps"])
 
 
 def test_terminal_table_lists_runs_and_the_winner(run: BenchRun) -> None:
     assert "tensorgate bench" in run.stdout
     assert "dense (onnx)" in run.stdout and "two_io (onnx)" in run.stdout
-    assert re.search(r"Winner: dense \(onnx\) over (rest|grpc) at concurrency [12]", run.stdout), run.stdout
+    best = run.doc["winner"]
+    if best is None:  # no dense run met its SLA on this machine: the table says so
+        assert "No variant met its SLA at any concurrency." in run.stdout, run.stdout
+    else:
+        line = f"Winner: dense (onnx) over {best['protocol']} at concurrency {best['concurrency']}"
+        assert line in run.stdout, run.stdout
 
 
 def test_html_is_self_contained_with_three_plots(run: BenchRun) -> None:
@@ -169,7 +193,8 @@ def test_bench_starts_its_own_gateway_and_finds_variants_by_source(tmp_path: Pat
     """--store starts `tensorgate serve` on free ports; --source picks models whose config names that source."""
     store = tmp_path / "store"
     dense_model(store / "m_onnx" / "1" / "model.onnx")
-    (store / "m_onnx" / "config.yaml").write_text("source: {model: m, format: onnx}\nsla: {p99_ms: 1000}\n")
+    # A p99 SLA of twice the bench's 30 s request timeout: every error-free run meets it, on any machine.
+    (store / "m_onnx" / "config.yaml").write_text("source: {model: m, format: onnx}\nsla: {p99_ms: 60000}\n")
     two_io_model(store / "other" / "1" / "model.onnx")
     code, _, stderr = bench(
         [
@@ -184,5 +209,6 @@ def test_bench_starts_its_own_gateway_and_finds_variants_by_source(tmp_path: Pat
     for r in doc["runs"]:
         assert r["error_count"] == 0 and r["throughput_rps"] > 0
         assert r["server"]["requests"] == r["requests"]
+        assert r["sla_met"] is True
     assert doc["winner"]["model"] == "m_onnx"
     assert "gateway ready" in stderr
