@@ -126,9 +126,9 @@ def test_perf_analyzer_input_data(tmp_path: Path) -> None:
     assert [t.shape for t in second] == [(1, 2), (1, 2)]
     batched = perf_analyzer_samples(path, SPECS, batch=3)
     assert [t.shape for t in batched[0]] == [(3, 5), (3, 2)]
-    path.write_text(json.dumps({"data": [{"ids": [1, 2, 3]}]}))
-    with pytest.raises(InputError, match=r"data\[0\].*several free dimensions"):
-        perf_analyzer_samples(path, SPECS, batch=1)
+    path.write_text(json.dumps({"data": [{"m": [1, 2, 3]}]}))
+    with pytest.raises(InputError, match=r"data\[0\]\.m: .*several free dimensions"):
+        perf_analyzer_samples(path, [{"name": "m", "datatype": "FP32", "shape": [-1, -1, -1]}], batch=1)
     path.write_text(json.dumps({"data": [{"ids": {"content": [1], "shape": [1]}}]}))
     with pytest.raises(InputError, match=r"data\[0\] has no input 'scale'"):
         perf_analyzer_samples(path, SPECS, batch=1)
