@@ -1,9 +1,12 @@
 """What the access log costs: the same model through gateways that differ only in their access log.
 
-Starts one gateway per mode on the same store — no access log, a JSON line for every request, logfmt text for
-every request, JSON for 10% of requests — and drives them one at a time, closed-loop over REST at a fixed
-concurrency, in rounds that rotate which mode goes first. The table shows each mode's median throughput and
-latency over rounds and its throughput relative to no access log (the target: > 0.95 at full sampling). Lines go
+Each round starts a fresh gateway per mode on the same store — no access log, a JSON line for every request,
+logfmt text for every request, JSON for 10% of requests — and drives it closed-loop over REST at a fixed
+concurrency; the order of the modes rotates from round to round. The table shows each mode's median throughput and
+latency over rounds, its throughput relative to no access log (the target: > 0.95 at full sampling), and the
+gateway process's CPU time per request (from /proc: on a machine shared with other work, throughput swings with
+the neighbours while CPU per request does not — when the gateway is CPU-bound, 1 / that ratio is the throughput
+it would lose). Lines go
 to each gateway's log file, a real file on disk.
 
     .venv/bin/python bench/access_log_cost.py --store STORE --model mlp_onnx --concurrency 8 --duration 5
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +38,52 @@ MODES: dict[str, list[str]] = {
 }
 
 
-async def measure(servers: dict[str, GatewayProcess], args: argparse.Namespace) -> dict[str, list[LoadWindow]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_window(server: GatewayProcess, args: argparse.Namespace) -> tuple[LoadWindow, float]:
+    """The client's window and the server's CPU seconds per successful request in it."""
     async with httpx.AsyncClient(timeout=10) as client:
-        meta = (await client.get(f"{next(iter(servers.values())).http_url}/v2/models/{args.model}")).json()
-    inputs = random_inputs(meta["inputs"], args.batch)
-    loads = {mode: RestLoad(s.http_url) for mode, s in servers.items()}
-    out: dict[str, list[LoadWindow]] = {mode: [] for mode in servers}
+        meta = (await client.get(f"{server.http_url}/v2/models/{args.model}")).json()
+    load = RestLoad(server.http_url)
+    assert server.proc is not None
     try:
-        sends = {mode: load.sender(args.model, inputs) for mode, load in loads.items()}
-        for mode in servers:  # warm each server and its connections
-            await closed_loop(sends[mode], args.concurrency, 1.0)
-        order = list(servers)
+        send = load.sender(args.model, random_inputs(meta["inputs"], args.batch))
+        await closed_loop(send, args.concurrency, 1.0)  # warm the server and the connections
+        cpu0 = cpu_seconds(server.proc.pid)
+        window = await closed_loop(send, args.concurrency, args.duration)
+        await asyncio.sleep(0.1)  # the access log's writer flushes every 50 ms: its work is counted too
+        return window, (cpu_seconds(server.proc.pid) - cpu0) / max(len(window.latencies_ns), 1)
+    finally:
+        await load.close()
+
+
+def measure(
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[LoadWindow]], dict[str, list[float]], dict[str, int]]:
+    """Each round starts a fresh gateway per mode (so no mode keeps a lucky or unlucky process), in an order that
+    rotates from round to round."""
+    out: dict[str, list[LoadWindow]] = {mode: [] for mode in MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
+    lines = dict.fromkeys(MODES, 0)
+    order = list(MODES)
+    with tempfile.TemporaryDirectory() as logs:
         for r in range(args.rounds):
             shift = r % len(order)
             for mode in order[shift:] + order[:shift]:
-                out[mode].append(await closed_loop(sends[mode], args.concurrency, args.duration))
-    finally:
-        for load in loads.values():
-            await load.close()
-    return out
+                log = Path(logs) / f"{r}-{order.index(mode)}.log"
+                server = GatewayProcess(args.store, ["--grpc-port", "-1", *MODES[mode]], log_path=log).start()
+                try:
+                    window, per_request = asyncio.run(one_window(server, args))
+                    out[mode].append(window)
+                    cpu[mode].append(per_request)
+                finally:
+                    server.stop()
+                lines[mode] += log.read_text(errors="replace").count("tensorgate.access")
+    return out, cpu, lines
 
 
 def main() -> int:
@@ -63,15 +95,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round and mode")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    servers: dict[str, GatewayProcess] = {}
-    try:
-        for mode, extra in MODES.items():
-            servers[mode] = GatewayProcess(args.store, ["--grpc-port", "-1", *extra]).start()
-        windows = asyncio.run(measure(servers, args))
-        lines = {mode: s.log_path.read_text(errors="replace").count("tensorgate.access") for mode, s in servers.items()}
-    finally:
-        for s in servers.values():
-            s.stop()
+    windows, cpu, lines = measure(args)
     rows: dict[str, dict[str, Any]] = {}
     for mode, ws in windows.items():
         rows[mode] = {
@@ -79,6 +103,7 @@ def main() -> int:
             "p50": statistics.median(w.percentiles_ms()["p50"] for w in ws),
             "p99": statistics.median(w.percentiles_ms()["p99"] for w in ws),
             "requests": sum(w.requests for w in ws),
+            "cpu_us": statistics.median(cpu[mode]) * 1e6,
         }
     base = rows["off"]["rps"]
     ratios = {
@@ -86,11 +111,14 @@ def main() -> int:
         for mode in windows
     }
     print(f"{args.model}, REST, concurrency {args.concurrency}, {args.rounds} rounds x {args.duration:g} s per mode")
-    print(f"{'access log':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs off':>7} {'per-round':>10} {'lines':>9}")
+    print(
+        f"{'access log':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs off':>7} {'per-round':>10} "
+        f"{'srv CPU us/req':>15} {'CPU vs off':>11} {'lines':>9}"
+    )
     for mode, r in rows.items():
         print(
             f"{mode:<22} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['rps'] / base:>7.3f} "
-            f"{ratios[mode]:>10.3f} {lines[mode]:>9}"
+            f"{ratios[mode]:>10.3f} {r['cpu_us']:>15.1f} {r['cpu_us'] / rows['off']['cpu_us']:>11.3f} {lines[mode]:>9}"
         )
     return 0
 

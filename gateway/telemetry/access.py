@@ -2,7 +2,8 @@
 
 The event loop only decides whether to log (errors and slow requests always; fast successful ones with
 probability ``sample``), formats the line (orjson, or one f-string) and puts it on a queue; a writer thread
-drains the queue and writes the lines in one ``os.write`` per batch, so logging never blocks the loop on I/O.
+drains the queue every 50 ms and writes the lines in one ``os.write``, so logging never blocks the loop on I/O
+nor wakes a thread per request.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -17,7 +19,7 @@ from typing import Any
 
 import orjson
 
-_STOP = b""
+FLUSH_S = 0.05  # lines reach the log within this long
 
 
 def _peer(peer: Any) -> str | None:
@@ -37,8 +39,9 @@ class AccessLog:
         self.slow = slow_ms / 1000.0 if slow_ms > 0 else float("inf")
         self.fd = sys.stderr.fileno() if fd is None else fd
         self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._stop = threading.Event()
         self._second = -1
-        self._prefix = ""
+        self._prefix = b""
         self._thread = threading.Thread(target=self._write, name="tg-access-log", daemon=True)
         self._thread.start()
 
@@ -48,13 +51,14 @@ class AccessLog:
             return True
         return self.sample >= 1.0 or random.random() < self.sample
 
-    def _now(self) -> str:
+    def _now(self) -> tuple[bytes, int]:
+        """(``2025-01-02T03:04:05``, milliseconds): the second's text is made once per second."""
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        return self._prefix, int((now - second) * 1000)
 
     def record(
         self,
@@ -75,52 +79,51 @@ class AccessLog:
         trace_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        """Format and enqueue one line (the caller checked ``wanted``)."""
-        doc: dict[str, Any] = {
-            "ts": self._now(),
-            "level": "info" if code == "OK" else "warning",
-            "logger": "tensorgate.access",
-            "msg": "infer",
-            "request_id": request_id,
-            "protocol": protocol,
-            "model": model,
-            "variant": variant,
-            "version": version,
-            "runtime": runtime,
-            "code": code,
-            "latency_ms": round(seconds * 1000.0, 3),
-            "queue_ms": round(queue_s * 1000.0, 3),
-            "compute_ms": round(compute_s * 1000.0, 3),
-            "request_bytes": request_bytes,
-            "response_bytes": response_bytes,
-            "peer": _peer(peer),
-        }
-        if key_id is not None:
-            doc["key_id"] = key_id
-        if trace_id is not None:
-            doc["trace_id"] = trace_id
-        if error is not None:
-            doc["error"] = error
+        """Format and enqueue one line (the caller checked ``wanted``). Formatted with %-formatting on bytes and
+        orjson only for the strings that may need escaping: this runs on the event loop for every request."""
+        ok = code == "OK"
         if self.json:
-            line = orjson.dumps(doc) + b"\n"
+            extra = b""
+            if key_id is not None:
+                extra += b',"key_id":' + _js(key_id)
+            if trace_id is not None:
+                extra += b',"trace_id":"' + trace_id.encode() + b'"'
+            if error is not None:
+                extra += b',"error":' + _js(error)
+            line = _JSON % (
+                *self._now(), b"info" if ok else b"warning", _js(request_id), protocol.encode(), _js(model),
+                _js(variant), _js(version), _js(runtime), code.encode(), seconds * 1000.0, queue_s * 1000.0,
+                compute_s * 1000.0, request_bytes, b"null" if response_bytes is None else b"%d" % response_bytes,
+                _js(_peer(peer)), extra,
+            )  # fmt: skip
         else:
-            ts = doc.pop("ts")
-            level = doc.pop("level").upper()
-            doc.pop("logger"), doc.pop("msg")
-            fields = " ".join(f"{k}={_logfmt(v)}" for k, v in doc.items())
-            line = f"{ts} {level:<7} tensorgate.access: {fields}\n".encode()
+            extra = b""
+            if key_id is not None:
+                extra += b" key_id=" + _lf(key_id)
+            if trace_id is not None:
+                extra += b" trace_id=" + trace_id.encode()
+            if error is not None:
+                extra += b" error=" + _lf(error)
+            line = _TEXT % (
+                *self._now(), b"INFO   " if ok else b"WARNING", _lf(request_id), protocol.encode(), _lf(model),
+                _lf(variant), _lf(version), _lf(runtime), code.encode(), seconds * 1000.0, queue_s * 1000.0,
+                compute_s * 1000.0, request_bytes, b"-" if response_bytes is None else b"%d" % response_bytes,
+                _lf(_peer(peer)), extra,
+            )  # fmt: skip
         self._queue.put(line)
 
     def _write(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
+        """Every ``FLUSH_S``, write what is queued: waking per line would make the event loop hand over the GIL
+        once per request."""
+        get_nowait = self._queue.get_nowait
         while True:
-            lines = [get()]
+            stopping = self._stop.wait(FLUSH_S)
+            lines = []
             try:
-                while len(lines) < 4096:
+                while True:
                     lines.append(get_nowait())
             except queue.Empty:
                 pass
-            stop = _STOP in lines
             data = b"".join(lines)
             try:
                 while data:
@@ -128,20 +131,36 @@ class AccessLog:
                     data = data[written:]
             except OSError:
                 pass  # the log's reader went away: requests must not fail for it
-            if stop:
+            if stopping:
                 return
 
     def close(self) -> None:
         """Write what is queued, then stop the writer."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._stop.set()
             self._thread.join(timeout=5)
 
 
-def _logfmt(value: Any) -> str:
+_JSON = (
+    b'{"ts":"%s.%03dZ","level":"%s","logger":"tensorgate.access","msg":"infer","request_id":%s,"protocol":"%s",'
+    b'"model":%s,"variant":%s,"version":%s,"runtime":%s,"code":"%s","latency_ms":%.3f,"queue_ms":%.3f,'
+    b'"compute_ms":%.3f,"request_bytes":%d,"response_bytes":%s,"peer":%s%s}\n'
+)
+_TEXT = (
+    b"%s.%03dZ %s tensorgate.access: request_id=%s protocol=%s model=%s variant=%s version=%s runtime=%s code=%s "
+    b"latency_ms=%.3f queue_ms=%.3f compute_ms=%.3f request_bytes=%d response_bytes=%s peer=%s%s\n"
+)
+_PLAIN = re.compile(r'[^\s"=\\]+').fullmatch
+
+
+def _js(value: str | None) -> bytes:
+    return b"null" if value is None else orjson.dumps(value)
+
+
+def _lf(value: str | None) -> bytes:
+    """A logfmt value: as is when it has no space, quote, equals sign or backslash, else quoted JSON-style."""
     if value is None:
-        return "-"
-    text = str(value)
-    if not text or any(c in text for c in ' "=\\\n'):
-        return orjson.dumps(text).decode()
-    return text
+        return b"-"
+    if _PLAIN(value):
+        return value.encode()
+    return orjson.dumps(value)

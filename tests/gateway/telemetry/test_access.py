@@ -44,7 +44,7 @@ def test_text_line_is_logfmt(tmp_path: Path) -> None:
     log.record(code="INVALID_ARGUMENT", error='bad "x" input', **ARGS)  # type: ignore[arg-type]
     (line,) = written(tmp_path, log, fd)
     assert " WARNING tensorgate.access: request_id=abc protocol=rest model=m " in line
-    assert "code=INVALID_ARGUMENT latency_ms=12.3 " in line and 'error="bad \\"x\\" input"' in line
+    assert "code=INVALID_ARGUMENT latency_ms=12.300 " in line and 'error="bad \\"x\\" input"' in line
 
 
 def test_sampling_keeps_errors_and_slow_requests() -> None:
