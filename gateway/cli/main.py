@@ -33,6 +33,17 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument(
+        "--access-log", action="store_true", default=None, help="one line per inference request (JSON with json logs)"
+    )
+    p.add_argument("--access-log-sample", type=float, help="share of fast successful requests logged (default 1)")
+    p.add_argument("--access-log-slow-ms", type=float, help="always log requests at least this slow (errors always)")
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        default=None,
+        help="OpenTelemetry spans over OTLP, configured by OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -15,14 +15,16 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.core.classification import apply_classification
 from gateway.core.errors import GatewayError, InferenceFailed, ModelNotFound, Overloaded, ServerUnavailable
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, Origin, new_request_id, request_id
 from gateway.core.metadata import model_config, model_metadata
 from gateway.core.types import InferRequest, InferResponse, ModelMetadata, Tensor
 from gateway.core.validation import validate
 from gateway.execution.executor import Call
 from gateway.lifecycle.model import READY, ModelEntry, ModelVersion
 from gateway.routing.router import Router
+from gateway.telemetry.access import AccessLog
 from gateway.telemetry.metrics import UNKNOWN, Metrics
+from gateway.telemetry.tracing import Tracing
 from runtimes import Signature
 
 log = logging.getLogger("tensorgate.dataplane")
@@ -48,6 +50,10 @@ class ServerInfo:
     extensions: list[str] = field(default_factory=lambda: list(EXTENSIONS))
 
 
+def _span_labels(labels: tuple[str, str, str]) -> dict[str, str]:
+    return {"tensorgate.model": labels[0], "tensorgate.version": labels[1], "tensorgate.runtime": labels[2]}
+
+
 class Models(Protocol):
     """What the data plane reads of the host: model entries by name, the index, every version."""
 
@@ -70,8 +76,18 @@ class DataPlane:
     """Protocol-neutral operations; every transport calls exactly these."""
 
     def __init__(
-        self, models: Models, router: Router, metrics: Metrics, control: Control, info: ServerInfo | None = None
+        self,
+        models: Models,
+        router: Router,
+        metrics: Metrics,
+        control: Control,
+        info: ServerInfo | None = None,
+        *,
+        access_log: AccessLog | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.access_log = access_log  # one line per request when set
+        self.tracing = tracing  # a span per request when set (gateway.telemetry.tracing imports OpenTelemetry)
         self.models = models
         self.router = router
         self.metrics = metrics
@@ -91,15 +107,25 @@ class DataPlane:
         name: str = "",
         version: str | None = None,
         received: float | None = None,
+        origin: Origin | None = None,
     ) -> T:
         """One request, start to finish. ``name``/``version`` are what the front end knows before decoding (they
-        label the outcome if decoding fails); ``received`` is when its first byte arrived."""
-        x = Exchange(self.router, protocol, name, version, time.perf_counter() if received is None else received)
+        label the outcome if decoding fails); ``received`` is when its first byte arrived; ``origin`` carries the
+        request ID, trace context, peer and sizes, and holds the request ID afterwards (also on a raised error's
+        ``request_id``)."""
+        start = time.perf_counter() if received is None else received
+        x = Exchange(self.router, protocol, name, version, start, origin)
         queue = compute = 0.0
+        trace = None
         try:
             if self.draining:
                 raise ServerUnavailable("server is shutting down")
             request = await decode(x)
+            if x.origin.request_id is None and request.id:
+                x.origin.request_id = request_id(request.id)
+            if self.tracing is not None:
+                trace = x.trace = self._begin_trace(x)
+                trace.decoded = time.perf_counter()
             model = x.model or x.resolve(request.model, request.version)
             inputs, outputs, rows = validate(model, request)
             config = model.config
@@ -119,7 +145,12 @@ class DataPlane:
             inflight.begin()
             self.metrics.inflight_add(model.labels, 1)
             try:
-                results, queue, compute = await executor.run(Call(inputs, outputs, request.signature, deadline, rows))
+                if trace is not None:
+                    trace.submitted = time.perf_counter()
+                call = Call(inputs, outputs, request.signature, deadline, rows, trace)
+                results, queue, compute = await executor.run(call)
+                if trace is not None:
+                    trace.ran = time.perf_counter()
             finally:
                 inflight.end()
                 self.metrics.inflight_add(model.labels, -1)
@@ -134,21 +165,47 @@ class DataPlane:
             apply_classification(response)
             encoded = encode(response)
         except GatewayError as exc:
-            self._record_failure(x, exc.code)
+            self._record_failure(x, exc.code, exc.message)
+            exc.request_id = x.origin.request_id
             raise
         except Exception as exc:
             log.exception("unexpected failure serving %s", x.name)
-            self._record_failure(x, "INTERNAL")
-            raise InferenceFailed(f"internal error serving {x.name!r}: {type(exc).__name__}: {exc}") from exc
-        total = time.perf_counter() - x.received
+            error = InferenceFailed(f"internal error serving {x.name!r}: {type(exc).__name__}: {exc}")
+            self._record_failure(x, "INTERNAL", error.message)
+            error.request_id = x.origin.request_id
+            raise error from exc
+        end = time.perf_counter()
+        total = end - x.received
+        origin = x.origin
+        if origin.request_id is None:
+            origin.request_id = new_request_id()
+        trace_id = None
+        if trace is not None:
+            trace_id = trace.finish(end, "OK", queue, compute, _span_labels(model.labels))
         self.metrics.series(*model.labels, protocol).observe(
-            "OK", total, queue, compute, max(total - queue - compute, 0.0)
+            "OK", total, queue, compute, max(total - queue - compute, 0.0), trace_id
         )
         model.stats.record_success(int(time.time() * 1000), rows, total, queue, compute)
+        access = self.access_log
+        if access is not None and access.wanted("OK", total):
+            access.record(
+                protocol, x.name, model.name, str(model.version), model.labels[2], "OK", total, queue, compute,
+                origin.request_bytes, origin.response_bytes, origin.request_id, origin.peer, origin.key_id, trace_id,
+            )  # fmt: skip
         return encoded
 
-    def _record_failure(self, x: Exchange, code: str) -> None:
-        total = time.perf_counter() - x.received
+    def _begin_trace(self, x: Exchange) -> Any:
+        assert self.tracing is not None
+        o = x.origin
+        attributes = {"tensorgate.request_id": o.request_id} if o.request_id else {}
+        return self.tracing.begin(x.name, x.protocol, x.received, o.traceparent, o.tracestate, attributes)
+
+    def _record_failure(self, x: Exchange, code: str, message: str = "") -> None:
+        end = time.perf_counter()
+        total = end - x.received
+        origin = x.origin
+        if origin.request_id is None:
+            origin.request_id = new_request_id()
         model = x.model
         if model is None and x.name:  # refused before resolving: labelled by what the request asked for
             try:
@@ -156,19 +213,31 @@ class DataPlane:
             except GatewayError:
                 model = None
         if model is not None:
-            self.metrics.series(*model.labels, x.protocol).observe(code, total, 0.0, 0.0, 0.0)
+            labels = model.labels
+        else:
+            # A known model keeps its name; a version that is not loaded (or not READY) is labelled as far as the
+            # host knows it. Names the host does not know all collapse into one series.
+            entry = self.models.get(x.name)
+            if entry is None:
+                labels = (UNKNOWN, "", "")
+            else:
+                version = x.version
+                known = entry.versions.get(int(version)) if version and version.isdigit() else None
+                labels = known.labels if known is not None else (x.name, UNKNOWN, "")
+        trace_id = None
+        if self.tracing is not None:
+            trace = x.trace if x.trace is not None else self._begin_trace(x)
+            trace_id = trace.finish(end, code, attributes=_span_labels(labels), error=message)
+        self.metrics.series(*labels, x.protocol).observe(code, total, 0.0, 0.0, 0.0, trace_id)
+        if model is not None:
             model.stats.record_failure(total)
-            return
-        # A known model keeps its name; a version that is not loaded (or not READY) is labelled as far as the host
-        # knows it. Names the host does not know all collapse into one series.
-        entry = self.models.get(x.name)
-        if entry is None:
-            self.metrics.unknown(x.protocol).observe(code, total, 0.0, 0.0, 0.0)
-            return
-        version = x.version
-        known = entry.versions.get(int(version)) if version and version.isdigit() else None
-        labels = known.labels if known is not None else (x.name, UNKNOWN, "")
-        self.metrics.series(*labels, x.protocol).observe(code, total, 0.0, 0.0, 0.0)
+        access = self.access_log
+        if access is not None:
+            access.record(
+                x.protocol, x.name, model.name if model is not None else None, labels[1] or x.version,
+                labels[2] or None, code, total, 0.0, 0.0, origin.request_bytes, origin.response_bytes,
+                origin.request_id, origin.peer, origin.key_id, trace_id, message,
+            )  # fmt: skip
 
     # -- health ------------------------------------------------------------------------------------------------
     def live(self) -> bool:

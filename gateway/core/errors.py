@@ -14,6 +14,7 @@ class GatewayError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.request_id: str | None = None  # set by the DataPlane: the front end returns it with the error
 
     def __str__(self) -> str:
         return self.message

@@ -30,6 +30,8 @@ from runtimes import Runtime
 Outcome = Result | BaseException
 #: (requests, rows, seconds) of one runtime call
 Execution = tuple[int, int, float]
+#: (start, end, requests) of one runtime call, for the compute span of traced requests
+Span = tuple[float, float, list["_Pending"]]
 
 
 @dataclass(eq=False)
@@ -108,12 +110,15 @@ class Batcher:
                 (late if expired(item.call.deadline) else live).append(item)
             outcomes: list[Outcome] = [DeadlineExceeded("deadline exceeded while queued for a batch") for _ in late]
             executions: list[Execution] = []
+            spans: list[Span] = []
             if live:
-                results, executions = self._run(live)
+                results, executions, spans = self._run(live)
                 outcomes = [*outcomes, *results]
             if late or live:
                 try:
-                    (late or live)[0].loop.call_soon_threadsafe(self._finish, [*late, *live], outcomes, executions)
+                    (late or live)[0].loop.call_soon_threadsafe(
+                        self._finish, [*late, *live], outcomes, executions, spans
+                    )
                 except RuntimeError:  # the event loop has closed: nobody is waiting any more
                     pass
 
@@ -158,7 +163,7 @@ class Batcher:
             self._cond.notify()  # more is queued: another free instance can start on it
         return batch
 
-    def _run(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution]]:
+    def _run(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution], list[Span]]:
         """Per-request outcomes and the runtime calls made."""
         if len(batch) == 1:
             return self._singles(batch)
@@ -178,11 +183,12 @@ class Batcher:
             part = {n: result[n][offset : offset + rows] for n in item.call.outputs}
             offset += rows
             out.append((part, start - item.enqueued, end - start))
-        return out, [(len(batch), sum(i.rows for i in batch), end - start)]
+        return out, [(len(batch), sum(i.rows for i in batch), end - start)], [(start, end, batch)]
 
-    def _singles(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution]]:
+    def _singles(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution], list[Span]]:
         results: list[Outcome] = []
         executions: list[Execution] = []
+        spans: list[Span] = []
         for item in batch:
             start = time.perf_counter()
             call = item.call
@@ -193,15 +199,22 @@ class Batcher:
                 continue
             end = time.perf_counter()
             executions.append((1, item.rows, end - start))
+            spans.append((start, end, [item]))
             results.append((result, start - item.enqueued, end - start))
-        return results, executions
+        return results, executions, spans
 
     # ------------------------------------------------------------------ event loop
 
-    def _finish(self, batch: list[_Pending], outcomes: list[Outcome], executions: list[Execution]) -> None:
+    def _finish(
+        self, batch: list[_Pending], outcomes: list[Outcome], executions: list[Execution], spans: list[Span]
+    ) -> None:
         if self.on_execution is not None:
             for requests, rows, seconds in executions:
                 self.on_execution(requests, rows, seconds)
+        for start, end, items in spans:  # one compute span per runtime call, linked to its traced requests
+            traces = [i.call.trace for i in items if i.call.trace is not None]
+            if traces:
+                traces[0].batch(traces, start, end, sum(i.rows for i in items))
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,13 +29,15 @@ OnExecution = Callable[[int, int, float], None]
 @dataclass(slots=True)
 class Call:
     """One request's work: validated inputs, the outputs to return, the signature (None: the default) and the
-    deadline (a time.monotonic() instant, or None)."""
+    deadline (a time.monotonic() instant, or None); ``trace`` is the request's RequestTrace while tracing is on
+    (a Batcher records its batch's compute span on it)."""
 
     inputs: dict[str, np.ndarray]
     outputs: list[str]
     signature: str | None
     deadline: float | None
     rows: int = 1
+    trace: Any = None
 
 
 class Executor(Protocol):

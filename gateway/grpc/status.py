@@ -15,7 +15,8 @@ def grpc_code(exc: GatewayError) -> grpc.StatusCode:
 
 
 async def abort(context: Any, exc: GatewayError) -> NoReturn:
-    await context.abort(grpc_code(exc), exc.message)
+    metadata = (("x-request-id", exc.request_id),) if exc.request_id else ()
+    await context.abort(grpc_code(exc), exc.message, metadata)
     raise AssertionError("unreachable")  # context.abort raises
 
 

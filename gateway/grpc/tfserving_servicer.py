@@ -24,6 +24,7 @@ from gateway.core.exchange import Exchange
 from gateway.core.tfserving import check_signature, version_state
 from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.grpc import tfserving_codec as codec
+from gateway.grpc.origin import origin_of, return_id
 from gateway.grpc.status import deadline_of
 from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD
 
@@ -36,8 +37,22 @@ class TFServingServicer:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dp = dataplane
 
-    async def _infer(self, context: Any, decode: Decode, encode: Callable[[InferResponse], T]) -> T:
-        return await self.dp.infer("tfs_grpc", decode, encode, received=time.perf_counter())
+    async def _infer(
+        self, context: Any, decode: Decode, encode: Callable[[InferResponse], T], raw: bytes | None = None
+    ) -> T:
+        received = time.perf_counter()
+        origin = origin_of(context)
+        origin.request_bytes = len(raw) if raw is not None else 0
+
+        def sized(response: InferResponse) -> T:
+            result = encode(response)
+            if isinstance(result, bytes):
+                origin.response_bytes = len(result)
+            return result
+
+        result = await self.dp.infer("tfs_grpc", decode, sized, received=received, origin=origin)
+        return_id(context, origin.request_id)
+        return result
 
     @staticmethod
     def _request(
@@ -70,7 +85,7 @@ class TFServingServicer:
             outputs = {o.name: o.data for o in r.outputs}
             return codec.encode_predict(outputs, r.model, int(r.version), r.signature).SerializeToString()  # type: ignore[no-any-return]
 
-        return await self._infer(context, decode, encode)
+        return await self._infer(context, decode, encode, raw)
 
     async def _examples(self, raw: bytes, context: Any, classify: bool) -> bytes:
         kind = classification_pb2.ClassificationRequest if classify else regression_pb2.RegressionRequest
@@ -91,7 +106,7 @@ class TFServingServicer:
             outputs = {o.name: o.data for o in r.outputs}
             return build(outputs, count, r.model, int(r.version), r.signature).SerializeToString()  # type: ignore[no-any-return]
 
-        return await self._infer(context, decode, encode)
+        return await self._infer(context, decode, encode, raw)
 
     async def Classify(self, raw: bytes, context: Any) -> bytes:
         return await self._examples(raw, context, classify=True)
@@ -114,7 +129,7 @@ class TFServingServicer:
                 target = codec.model_target(task.model_spec)
                 return self._request(x, context, target, {"inputs": examples}, method=task.method_name)
 
-            result = await self._infer(context, decode, lambda r: r)
+            result = await self._infer(context, decode, lambda r: r, raw)
             request, examples = whole.parsed()
             outputs = {o.name: o.data for o in result.outputs}
             entry = response.results.add()

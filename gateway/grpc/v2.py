@@ -11,9 +11,10 @@ from google.protobuf import json_format
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, ModelNotReady
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, Origin, request_id
 from gateway.core.types import InferRequest
 from gateway.grpc.codec import decode_request, encode_response, set_param
+from gateway.grpc.origin import origin_of, return_id
 from gateway.grpc.protos import model_config_pb2, service_pb2, service_pb2_grpc
 from gateway.grpc.status import abort, deadline_of
 
@@ -96,29 +97,47 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         received = time.perf_counter()
+        origin = origin_of(context)
 
         async def decode(x: Exchange) -> InferRequest:
+            origin.request_bytes = request.ByteSize()
             return decode_request(request, deadline_of(context))
 
+        def encode(response: Any) -> Any:
+            message = encode_response(response)
+            origin.response_bytes = message.ByteSize()
+            return message
+
         try:
-            return await self.dp.infer(
-                "grpc", decode, encode_response,
-                name=request.model_name, version=request.model_version or None, received=received,
+            message = await self.dp.infer(
+                "grpc", decode, encode,
+                name=request.model_name, version=request.model_version or None, received=received, origin=origin,
             )  # fmt: skip
         except GatewayError as exc:
             await abort(context, exc)
+        return_id(context, origin.request_id)
+        return message
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        stream = origin_of(context)  # the stream's metadata; each request's own ``id`` names it when set
         async for request in request_iterator:
             received = time.perf_counter()
+            origin = Origin(request_id(request.id) or stream.request_id, stream.traceparent, stream.tracestate,
+                            stream.peer)  # fmt: skip
 
-            async def decode(x: Exchange, request: Any = request) -> InferRequest:
+            async def decode(x: Exchange, request: Any = request, origin: Origin = origin) -> InferRequest:
+                origin.request_bytes = request.ByteSize()
                 return decode_request(request, deadline_of(context))
+
+            def encode(response: Any, origin: Origin = origin) -> Any:
+                message = encode_response(response)
+                origin.response_bytes = message.ByteSize()
+                return message
 
             try:
                 response = await self.dp.infer(
-                    "grpc", decode, encode_response,
-                    name=request.model_name, version=request.model_version or None, received=received,
+                    "grpc", decode, encode,
+                    name=request.model_name, version=request.model_version or None, received=received, origin=origin,
                 )  # fmt: skip
                 set_param(response.parameters["triton_final_response"], True)
                 yield service_pb2.ModelStreamInferResponse(infer_response=response)

@@ -32,7 +32,10 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        return error_response(exc.message, exc.http_status)  # V2 and TF Serving share the one table
+        response = error_response(exc.message, exc.http_status)  # V2 and TF Serving share the one table
+        if exc.request_id is not None:
+            response.headers["x-request-id"] = exc.request_id
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, InvalidInput
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, Origin, request_id
 from gateway.core.types import InferRequest, InferResponse
 from gateway.lifecycle.model import ModelVersion
 from gateway.rest.body import read_body
@@ -62,13 +62,16 @@ class InferApp:
             return
         received = time.perf_counter()
         name, version = target
-        call = _InferCall(scope, receive, name, version, self.limit)
+        origin = Origin(peer=scope.get("client"))
+        call = _InferCall(scope, receive, name, version, self.limit, origin)
         try:
             status, headers, body = await self.dp.infer(
-                "rest", call.decode, call.encode, name=name, version=version, received=received
+                "rest", call.decode, call.encode, name=name, version=version, received=received, origin=origin
             )
         except GatewayError as exc:
-            status, headers, body = exc.http_status, _JSON, orjson.dumps({"error": exc.message})
+            status, headers = exc.http_status, list(_JSON)
+            body = orjson.dumps({"error": exc.message, "request_id": exc.request_id})
+        headers.append((b"x-request-id", (origin.request_id or "").encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -76,10 +79,13 @@ class InferApp:
 class _InferCall:
     """One V2 REST infer request: its decoder and encoder share what the request asked for."""
 
-    __slots__ = ("accept", "binary_default", "limit", "name", "receive", "scope", "version")
+    __slots__ = ("accept", "binary_default", "limit", "name", "origin", "receive", "scope", "version")
 
-    def __init__(self, scope: Scope, receive: Receive, name: str, version: str | None, limit: int) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, name: str, version: str | None, limit: int, origin: Origin
+    ) -> None:
         self.scope, self.receive, self.name, self.version, self.limit = scope, receive, name, version, limit
+        self.origin = origin
         self.accept: str | None = None
         self.binary_default = False
 
@@ -94,7 +100,14 @@ class _InferCall:
                 content_encoding = value.decode("latin-1")
             elif key == b"accept-encoding":
                 self.accept = value.decode("latin-1")
+            elif key == b"x-request-id":
+                self.origin.request_id = request_id(value.decode("latin-1"))
+            elif key == b"traceparent":
+                self.origin.traceparent = value.decode("latin-1")
+            elif key == b"tracestate":
+                self.origin.tracestate = value.decode("latin-1")
         body = await read_body(self.receive, declared, content_encoding, self.limit)
+        self.origin.request_bytes = len(body)
         raw_input = raw_input_spec(x.resolve(self.name, self.version)) if header_length == "0" else None
         request = decode_request(body, header_length, self.name, self.version, raw_input)
         self.binary_default = bool(request.parameters.get("binary_data_output", False))
@@ -113,6 +126,7 @@ class _InferCall:
             payload, encoding = compress(payload, self.accept)
             if encoding:
                 headers.append((b"content-encoding", encoding.encode()))
+        self.origin.response_bytes = len(payload)
         return 200, headers, payload
 
 

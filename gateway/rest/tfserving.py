@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import InvalidInput
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, Origin, request_id
 from gateway.core.tfserving import check_signature, version_state
 from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.rest import tfserving_codec as codec
@@ -63,10 +63,15 @@ async def post(request: Request) -> Response:
     received = time.perf_counter()
     dp: DataPlane = request.app.state.dataplane
     t = _target(request, strict=False)  # even a malformed one is counted, by the data plane
-    call = _PostCall(request, t)
-    result: Response = await dp.infer(
-        "tfs_rest", call.decode, call.encode, name=t["model"], version=t["version"], received=received
+    headers = request.headers
+    origin = Origin(
+        request_id(headers.get("x-request-id")), headers.get("traceparent"), headers.get("tracestate"), request.client
     )
+    call = _PostCall(request, t, origin)
+    result: Response = await dp.infer(
+        "tfs_rest", call.decode, call.encode, name=t["model"], version=t["version"], received=received, origin=origin
+    )
+    result.headers["x-request-id"] = origin.request_id or ""
     return result
 
 
@@ -74,8 +79,9 @@ class _PostCall:
     """One :predict / :classify / :regress request: the decoder picks the signature, the encoder answers in the
     request's own format."""
 
-    def __init__(self, request: Request, target: dict[str, Any]) -> None:
+    def __init__(self, request: Request, target: dict[str, Any], origin: Origin) -> None:
         self.request = request
+        self.origin = origin
         self.target = target
         self.verb = (target["verb"] or "").lower()
         self.row_format = False
@@ -85,7 +91,9 @@ class _PostCall:
         t, verb = self.target, self.verb
         if not t["model"] or t["metadata"] or verb not in ("predict", "classify", "regress"):
             raise InvalidInput(f"Malformed request: POST {self.request.url.path}")
-        doc = codec.loads(await request_body(self.request))
+        body = await request_body(self.request)
+        self.origin.request_bytes = len(body)
+        doc = codec.loads(body)
         model = x.resolve(t["model"], t["version"], t["label"])
         signature = model.signature_for(codec.signature_name(doc))
         if verb == "predict":
@@ -107,6 +115,9 @@ class _PostCall:
     def encode(self, response: InferResponse) -> Response:
         outputs = {o.name: o.data for o in response.outputs}
         if self.verb == "predict":
-            return _json(codec.encode_predict(outputs, self.row_format))
-        encoder = codec.encode_classify if self.verb == "classify" else codec.encode_regress
-        return _json(encoder(outputs, self.examples))
+            body = codec.encode_predict(outputs, self.row_format)
+        else:
+            encoder = codec.encode_classify if self.verb == "classify" else codec.encode_regress
+            body = encoder(outputs, self.examples)
+        self.origin.response_bytes = len(body)
+        return _json(body)

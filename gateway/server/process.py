@@ -26,8 +26,11 @@ from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.warmup import Warmer
 from gateway.routing.router import VersionRouter
+from gateway.server.metrics_port import MetricsPort
 from gateway.server.settings import Settings
+from gateway.telemetry.access import AccessLog
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tracing import Tracing
 from model_store import open_store
 from runtimes import runtime_class
 
@@ -48,19 +51,25 @@ class Server:
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
-        self.dataplane = DataPlane(
-            self.host, VersionRouter(self.host), self.metrics, self.controller, ServerInfo(version=__version__)
+        self.access_log = (
+            AccessLog(settings.log_format, settings.access_log_sample, settings.access_log_slow_ms)
+            if settings.access_log
+            else None
         )
+        self.tracing = _tracing() if settings.tracing else None
+        self.dataplane = DataPlane(
+            self.host, VersionRouter(self.host), self.metrics, self.controller, ServerInfo(version=__version__),
+            access_log=self.access_log, tracing=self.tracing,
+        )  # fmt: skip
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._http: uvicorn.Server | None = None
         self._grpc: Any = None
-        self._metrics_server: uvicorn.Server | None = None
+        self._metrics_port: MetricsPort | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
         from gateway.rest.app import create_app
-        from gateway.rest.metrics_app import create_metrics_app
 
         s = self.settings
         app = create_app(self.dataplane, s)
@@ -72,10 +81,8 @@ class Server:
             self._grpc, grpc_port = await start_grpc(self.dataplane, s)
             self.ports["grpc"] = grpc_port
         if s.metrics_port >= 0:
-            self._metrics_server, metrics_port = await self._start_uvicorn(
-                create_metrics_app(self.dataplane), s.metrics_port
-            )
-            self.ports["metrics"] = metrics_port
+            self._metrics_port = MetricsPort(self.metrics, s.host, s.metrics_port)
+            self.ports["metrics"] = self._metrics_port.start()
         log.info(
             "tensorgate %s listening: http %s:%d, grpc %s, store %s (%s mode)",
             __version__, s.host, http_port, self.ports.get("grpc", "off"), self.store.uri, s.model_control,
@@ -161,9 +168,10 @@ class Server:
         waits = []
         if self._grpc is not None:
             waits.append(self._grpc.stop(self.settings.grace_period))
-        for server in (self._http, self._metrics_server):
-            if server is not None:
-                server.should_exit = True
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._metrics_port is not None:
+            await asyncio.to_thread(self._metrics_port.close)
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
         for task in self._tasks:
@@ -171,7 +179,18 @@ class Server:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.host.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
+        if self.access_log is not None:
+            self.access_log.close()
         log.info("stopped")
+
+
+def _tracing() -> Tracing:
+    try:
+        return Tracing()
+    except ImportError as exc:
+        raise SystemExit(f"--tracing needs OpenTelemetry ({exc}): pip install 'tensorgate[tracing]'") from None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

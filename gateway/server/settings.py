@@ -1,4 +1,5 @@
-"""Settings: every server option, from the command line or TENSORGATE_* environment variables (the only env reader)."""
+"""Settings: every server option, from the command line or TENSORGATE_* environment variables (the only env reader;
+with ``tracing`` on, the OpenTelemetry SDK reads its own standard OTEL_* variables)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     load_threads: int = Field(default=2, ge=1)
+    access_log: bool = False  # one line per inference request on stderr (JSON with log_format json)
+    access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of fast successful requests logged
+    access_log_slow_ms: float = Field(default=0.0, ge=0.0)  # requests at least this slow are always logged (0: off)
+    tracing: bool = False  # OpenTelemetry spans exported over OTLP (configured by OTEL_* variables)

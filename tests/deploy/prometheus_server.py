@@ -30,8 +30,10 @@ class PrometheusServer:
         targets: list[str],
         rule_files: list[Path],
         target_labels: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.binary = binary
+        self.args = list(args or [])
         self.folder = folder
         self.config = folder / "prometheus.yml"
         self.config.write_text(
@@ -67,6 +69,7 @@ class PrometheusServer:
                     f"--storage.tsdb.path={self.folder / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--log.level=warn",
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

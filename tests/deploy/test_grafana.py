@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.telemetry.metrics import Metrics
 from tests.deploy.manifests import DASHBOARD, DASHBOARD_SCHEMA, RULES
@@ -47,7 +48,8 @@ def exported_names() -> set[str]:
     metrics.observe_load("m", "1", "onnx", 0.5, ok=False)
     metrics.observe_batch(("m", "1", "onnx"), 2)
     metrics.store_poll(ok=True)
-    return {sample.name for family in metrics.registry.collect() for sample in family.samples}
+    text = metrics.exposition().decode()
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def recorded_names() -> set[str]:

@@ -445,3 +445,34 @@ def test_schema_accepts_every_default() -> None:
         chart.validate_schema({})
         for values in SCENARIOS.values():
             chart.validate_schema(values)
+
+
+def test_access_log_and_tracing_values() -> None:
+    """Off by default; on, the access-log settings reach the ConfigMap and tracing's OTEL_* the container."""
+    docs = render_chart()
+    env = config_env(docs)
+    assert (env["TENSORGATE_ACCESS_LOG"], env["TENSORGATE_TRACING"]) == ("false", "false")
+    assert not [e for e in container(docs).get("env", []) if e["name"].startswith("OTEL_")]
+    values = {
+        "server": {"accessLog": {"enabled": True, "sample": 0.25, "slowMs": 100}},
+        "tracing": {"enabled": True, "endpoint": "http://otel-collector.observability:4318", "samplerArg": 0.05},
+    }
+    docs = render_chart(values)
+    env = config_env(docs)
+    settings = Settings.model_validate(
+        {
+            k[len("TENSORGATE_") :].lower(): v
+            for k, v in env.items()
+            if k.startswith("TENSORGATE_ACCESS") or k == "TENSORGATE_TRACING"
+        }
+    )
+    assert (settings.access_log, settings.access_log_sample, settings.access_log_slow_ms, settings.tracing) == (
+        True, 0.25, 100.0, True,
+    )  # fmt: skip
+    otel = {e["name"]: e["value"] for e in container(docs)["env"] if e["name"].startswith("OTEL_")}
+    assert otel == {
+        "OTEL_SERVICE_NAME": "demo-tensorgate",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.05",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+    }

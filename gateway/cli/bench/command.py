@@ -1,8 +1,12 @@
-"""``tensorgate bench``: which variant of a model meets its SLA with the most throughput, under closed-loop load.
+"""``tensorgate bench``: which variant of a model meets its SLA with the most throughput, and at what rate.
 
 Drives REST (binary tensor extension) and gRPC against a running gateway (``--url``) or one it starts on a store
-(``--store``), reads the gateway's own histograms before and after each window, and writes a terminal table, a
-JSON file and a self-contained HTML report.
+(``--store``): closed loop (``--concurrency``: N requests in flight) and open loop (``--rate``: requests sent at a
+rate, Poisson or constant, each timed from its intended send time, so backlog shows), and ``--sweep`` finds the
+highest rate meeting the SLA per variant. The SLA verdict comes from the open loop when there is one. Requests
+carry the model's golden samples (their real free dimensions) when the store has them, or ``--input-data``
+(perf_analyzer's JSON format), else random tensors. Reads the gateway's own histograms before and after each
+window, and writes a terminal table, a JSON file and a self-contained HTML report.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from gateway.cli.bench.inputs import InputError, Sample, golden_samples, perf_analyzer_samples
 from gateway.cli.bench.load import (
     HttpxLoad,
-    InputTensor,
     LoadWindow,
     RestLoad,
     closed_loop,
+    open_loop,
     random_inputs,
+    round_robin,
 )
 from gateway.cli.bench.report import render_html, terminal_table
-from gateway.cli.bench.result import Run, Variant, winner
+from gateway.cli.bench.result import Run, Variant, capacity, verdict_runs, winner
 from gateway.cli.bench.scrape import ServerWindow, Snapshot, parse_snapshot, window
 from gateway.cli.bench.server import GatewayProcess
 from gateway.grpc.client import GrpcLoad
@@ -59,11 +65,34 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     pick = what.add_mutually_exclusive_group(required=True)
     pick.add_argument("--models", help="comma-separated model names (the variants to compare)")
     pick.add_argument("--source", help="every variant exported from this source model (<source>_<format>)")
-    what.add_argument("--concurrency", default="1,4,16", help="comma-separated in-flight request counts")
+    what.add_argument(
+        "--concurrency", default="1,4,16", help="closed loop: comma-separated in-flight request counts ('' for none)"
+    )
+    what.add_argument("--rate", default="", help="open loop: comma-separated request rates (requests/s)")
+    what.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson", help="open-loop arrivals")
+    what.add_argument(
+        "--sweep", action="store_true", help="find the highest open-loop rate meeting the SLA, per variant and protocol"
+    )
+    what.add_argument("--sweep-steps", type=int, default=6, help="open-loop runs per sweep (bisection)")
+    what.add_argument(
+        "--verdict",
+        choices=["open", "closed"],
+        default="open",
+        help="which loop's runs the SLA verdict and winner come from (open: when there are open-loop runs)",
+    )
+    what.add_argument(
+        "--input-data", type=Path, help="request inputs in perf_analyzer's --input-data JSON format (cycled through)"
+    )
+    what.add_argument(
+        "--inputs",
+        choices=["auto", "golden", "random"],
+        default="auto",
+        help="auto: the model's golden samples when the store has them, else random tensors",
+    )
     what.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     what.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run")
     what.add_argument("--protocol", choices=["rest", "grpc", "both"], help="default: both when a gRPC address is known")
-    what.add_argument("--batch", type=int, default=1, help="size given to free (-1) batch dimensions")
+    what.add_argument("--batch", type=int, help="rows per request (default: as in each sample; 1 for random inputs)")
     what.add_argument("--seed", type=int, default=0, help="seed of the random input tensors")
     what.add_argument(
         "--rest-client",
@@ -97,7 +126,13 @@ class Plan:
     seed: int
     rest_client: str = "raw"
     request_timeout: float = 30.0
-    inputs: dict[str, list[InputTensor]] = field(default_factory=dict)
+    inputs: dict[str, list[Sample]] = field(default_factory=dict)  # model -> samples, one request each
+    input_source: dict[str, str] = field(default_factory=dict)  # model -> golden / input-data / random
+    rates: list[float] = field(default_factory=list)
+    arrivals: str = "poisson"
+    sweep: bool = False
+    sweep_steps: int = 6
+    verdict: str = "open"
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -113,6 +148,14 @@ class Plan:
             "seed": self.seed,
             "rest_client": self.rest_client,
             "request_timeout_s": self.request_timeout,
+            "rates": self.rates,
+            "arrivals": self.arrivals,
+            "sweep": self.sweep,
+            "verdict": self.verdict,
+            "inputs": {
+                model: {"source": self.input_source.get(model), "shapes": [[list(t.shape) for t in s] for s in samples]}
+                for model, samples in self.inputs.items()
+            },
         }
 
 
@@ -125,23 +168,35 @@ def http_url(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
-def parse_levels(text: str) -> list[int]:
+def parse_levels(text: str, allow_empty: bool = False) -> list[int]:
     try:
         levels = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise BenchError(f"--concurrency takes comma-separated integers, got {text!r}") from None
-    if not levels or any(n < 1 for n in levels):
+    if (not levels and not allow_empty) or any(n < 1 for n in levels):
         raise BenchError(f"--concurrency levels must be >= 1, got {text!r}")
     return sorted(set(levels))
+
+
+def parse_rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchError(f"--rate takes comma-separated requests/s, got {text!r}") from None
+    if any(r <= 0 for r in rates):
+        raise BenchError(f"--rate values must be > 0, got {text!r}")
+    return sorted(set(rates))
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Entry point of ``tensorgate bench``; returns the process exit code."""
     console = Console(stderr=True)
     try:
-        if args.duration <= 0 or args.warmup < 0 or args.batch < 1:
+        if args.duration <= 0 or args.warmup < 0 or (args.batch is not None and args.batch < 1):
             raise BenchError("--duration must be > 0, --warmup >= 0 and --batch >= 1")
-        levels = parse_levels(args.concurrency)
+        rates = parse_rates(args.rate)
+        levels = parse_levels(args.concurrency, allow_empty=bool(rates) or args.sweep)
+        args.rates = rates
         with _gateway(args, console) as (rest_url, grpc_target, metrics_url):
             plan = _plan(args, rest_url, grpc_target, metrics_url, levels)
             doc = _run(plan, console, progress=not args.no_progress)
@@ -218,13 +273,37 @@ def _plan(
         concurrency=levels,
         duration=float(args.duration),
         warmup=float(args.warmup),
-        batch=int(args.batch),
+        batch=int(args.batch or 1),
         seed=int(args.seed),
         rest_client=str(args.rest_client),
         request_timeout=float(args.request_timeout),
+        rates=list(args.rates),
+        arrivals=str(args.arrivals),
+        sweep=bool(args.sweep),
+        sweep_steps=max(1, int(args.sweep_steps)),
+        verdict=str(args.verdict),
     )
-    plan.inputs = {v.model: random_inputs(v.inputs, plan.batch, plan.seed) for v in variants}
+    for v in variants:
+        plan.input_source[v.model], plan.inputs[v.model] = _inputs(args, v)
     return plan
+
+
+def _inputs(args: argparse.Namespace, variant: Variant) -> tuple[str, list[Sample]]:
+    """Where a variant's requests come from, and the samples (one pre-encoded request each)."""
+    try:
+        if args.input_data is not None:
+            return "input-data", perf_analyzer_samples(args.input_data, variant.inputs, args.batch or 1)
+        if args.inputs != "random" and args.store:
+            samples = golden_samples(args.store, variant.model, variant.inputs, args.batch)
+            if samples:
+                return "golden", samples
+            if args.inputs == "golden":
+                raise BenchError(f"{variant.model!r} has no golden samples in {args.store}")
+        elif args.inputs == "golden":
+            raise BenchError("--inputs golden needs --store (where the golden samples are)")
+    except InputError as exc:
+        raise BenchError(str(exc)) from None
+    return "random", [random_inputs(variant.inputs, args.batch or 1, args.seed)]
 
 
 def _model_names(args: argparse.Namespace, client: httpx.Client) -> list[str]:
@@ -300,7 +379,12 @@ def _run(plan: Plan, console: Console, progress: bool) -> dict[str, Any]:
         if not runs:
             raise
         aborted = str(exc)
-    best = winner(runs)
+    judged = verdict_runs(runs, plan.verdict)
+    best = winner(judged)
+    sweeps: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        if r.mode == "sweep":
+            sweeps.setdefault((r.model, r.protocol), []).append(r)
     return {
         "tool": "tensorgate bench",
         "started": started.isoformat(timespec="seconds"),
@@ -308,7 +392,9 @@ def _run(plan: Plan, console: Console, progress: bool) -> dict[str, Any]:
         "variants": [v.to_json() for v in plan.variants],
         "runs": [r.to_json() for r in runs],
         "winner": best,
-        "winner_by_protocol": {p: winner([r for r in runs if r.protocol == p]) for p in plan.protocols},
+        "winner_by_protocol": {p: winner([r for r in judged if r.protocol == p]) for p in plan.protocols},
+        "verdict": "open loop" if judged and judged[0].mode != "closed" else "closed loop",
+        "capacity": [capacity(steps) for steps in sweeps.values()],
         "aborted": aborted,
     }
 
@@ -337,15 +423,24 @@ async def _measure(plan: Plan, console: Console, show_progress: bool, runs: list
     try:
         for variant in plan.variants:
             for loader in loaders.values():
-                try:
-                    await loader.check(variant.model, plan.inputs[variant.model])
-                except (RuntimeError, httpx.HTTPError) as exc:
-                    raise BenchError(f"{variant.model}: a first request failed: {exc!r}") from None
+                for sample in plan.inputs[variant.model]:
+                    try:
+                        await loader.check(variant.model, sample)
+                    except (RuntimeError, httpx.HTTPError) as exc:
+                        raise BenchError(f"{variant.model}: a first request failed: {exc!r}") from None
         with progress:
             for level in plan.concurrency:
                 for variant in plan.variants:
                     for protocol, loader in loaders.items():
                         await _one_run(plan, variant, protocol, loader, level, metrics, progress, runs)
+            for rate in plan.rates:
+                for variant in plan.variants:
+                    for protocol, loader in loaders.items():
+                        await _one_run(plan, variant, protocol, loader, rate, metrics, progress, runs, mode="open")
+            if plan.sweep:
+                for variant in plan.variants:
+                    for protocol, loader in loaders.items():
+                        await _sweep(plan, variant, protocol, loader, metrics, progress, runs)
     finally:
         for loader in loaders.values():
             await loader.close()
@@ -379,26 +474,66 @@ async def _scrape(metrics: httpx.AsyncClient, model: str, protocol: str, when: s
     return parse_snapshot(response.text, model, protocol)
 
 
+async def _sweep(
+    plan: Plan,
+    variant: Variant,
+    protocol: str,
+    loader: Loader,
+    metrics: httpx.AsyncClient,
+    progress: Progress,
+    runs: list[Run],
+) -> None:
+    """Bisect the open-loop rate between 0 and 1.25x the closed loop's best throughput for the highest rate that
+    meets the SLA (each step a full window; the steps are kept as ``sweep`` runs)."""
+    if not variant.sla_ms:
+        return
+    closed = [r.throughput_rps for r in runs if r.model == variant.model and r.protocol == protocol and r.ok]
+    if closed:
+        top = max(closed)
+    else:  # a short closed-loop probe for the order of magnitude
+        send = round_robin([loader.sender(variant.model, s) for s in plan.inputs[variant.model]])
+        top = (await closed_loop(send, 8, min(plan.duration, 3.0))).throughput
+    lo, hi = 0.0, max(top * 1.25, 1.0)
+    rate = max(top * 0.9, 1.0)
+    for _ in range(plan.sweep_steps):
+        run = await _one_run(plan, variant, protocol, loader, rate, metrics, progress, runs, mode="sweep")
+        if run.sla_met:
+            lo = rate
+        else:
+            hi = rate
+        rate = (lo + hi) / 2 if lo > 0 else hi / 2
+
+
 async def _one_run(
     plan: Plan,
     variant: Variant,
     protocol: str,
     loader: Loader,
-    level: int,
+    level: float,
     metrics: httpx.AsyncClient,
     progress: Progress,
     runs: list[Run],
-) -> None:
-    """Measure one window and append its Run; when /metrics cannot be read afterwards, the client's figures
-    are still appended (without server figures) before the error stops the bench."""
-    label = f"{variant.model} [{variant.runtime}] {protocol} c={level}"
+    mode: str = "closed",
+) -> Run:
+    """Measure one window (closed loop at concurrency ``level``, or open loop at rate ``level``) and append its
+    Run; when /metrics cannot be read afterwards, the client's figures are still appended (without server figures)
+    before the error stops the bench."""
+    load_label = f"c={int(level)}" if mode == "closed" else f"{mode} {level:.0f}/s"
+    label = f"{variant.model} [{variant.runtime}] {protocol} {load_label}"
     task = progress.add_task(label, total=plan.warmup + plan.duration, status="warmup")
-    send = loader.sender(variant.model, plan.inputs[variant.model])
+    send = round_robin([loader.sender(variant.model, s) for s in plan.inputs[variant.model]])
+
+    async def drive(seconds: float, offset: float, phase: str) -> LoadWindow:
+        tick = _ticker(progress, task, offset, phase)
+        if mode == "closed":
+            return await closed_loop(send, int(level), seconds, tick)
+        return await open_loop(send, level, seconds, plan.arrivals, plan.seed, on_tick=tick)
+
     if plan.warmup > 0:
-        await closed_loop(send, level, plan.warmup, _ticker(progress, task, 0.0, "warmup"))
+        await drive(plan.warmup, 0.0, "warmup")
     await asyncio.sleep(_SETTLE_S)
     before = await _scrape(metrics, variant.model, protocol, f"after the warmup of {label}")
-    load = await closed_loop(send, level, plan.duration, _ticker(progress, task, plan.warmup, "run"))
+    load = await drive(plan.duration, plan.warmup, "run")
     await asyncio.sleep(_SETTLE_S)
     try:
         after = await _scrape(metrics, variant.model, protocol, f"after {label}")
@@ -407,10 +542,13 @@ async def _one_run(
         progress.update(task, status="the gateway stopped answering")
         raise
     run = Run.measured(variant, protocol, plan.batch, load, window(before, after))
+    if mode == "sweep":
+        run.mode = "sweep"
     runs.append(run)
     verdict = {True: "SLA met", False: "SLA missed", None: "no SLA"}[run.sla_met]
     status = f"{run.throughput_rps:8.1f} req/s  p99 {run.latency_ms['p99']:7.2f} ms  {verdict}"
     progress.update(task, completed=plan.warmup + plan.duration, status=status)
+    return run
 
 
 def _ticker(progress: Progress, task: TaskID, offset: float, phase: str) -> Callable[[LoadWindow, float], None]:

@@ -1,4 +1,6 @@
-"""Closed-loop load generation for ``tensorgate bench``: pre-encoded V2 requests (REST binary, gRPC raw) and windows.
+"""Load generation for ``tensorgate bench``: pre-encoded V2 requests (REST binary, gRPC raw), the closed loop
+(N workers, each sending when its previous reply arrived) and the open loop (requests sent at a rate, whether or
+not earlier ones have been answered, each timed from when it was meant to be sent), and windows.
 
 The client shares the machine with the server, so everything per request is kept to one awaited call and one
 ``perf_counter_ns`` pair: bodies and protobuf messages are encoded once, connections are reused.
@@ -251,6 +253,10 @@ class LoadWindow:
     errors: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
+    rate: float | None = None  # open loop: the offered rate (requests/s); None for the closed loop
+    arrivals: str | None = None  # open loop: "poisson" or "constant"
+    max_inflight: int = 0  # open loop: the most requests in flight at once
+    lags_ns: list[int] = field(default_factory=list)  # open loop: how late each request was actually sent
 
     @property
     def requests(self) -> int:
@@ -313,6 +319,95 @@ async def closed_loop(
     finally:
         if tick is not None:
             tick.cancel()
+    window.elapsed_s = (clock() - start) / 1e9
+    window.cpu_s = time.process_time() - cpu0
+    return window
+
+
+def round_robin(senders: Sequence[Sender]) -> Sender:
+    """One sender that takes the next of ``senders`` on each call (several input samples, in turn)."""
+    if len(senders) == 1:
+        return senders[0]
+    turn = 0
+
+    async def send() -> str | None:
+        nonlocal turn
+        chosen = senders[turn]
+        turn = (turn + 1) % len(senders)
+        return await chosen()
+
+    return send
+
+
+def arrival_offsets(rate: float, duration_s: float, arrivals: str, seed: int = 0) -> np.ndarray:
+    """Intended send times (seconds from the start) of an open loop: every 1/rate, or a Poisson process."""
+    if rate <= 0:
+        raise ValueError(f"the rate must be > 0, got {rate}")
+    count = int(rate * duration_s)
+    if arrivals == "constant":
+        return np.arange(count, dtype=np.float64) / rate
+    if arrivals != "poisson":
+        raise ValueError(f"arrivals must be poisson or constant, got {arrivals!r}")
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, size=count + int(6 * np.sqrt(count + 1)) + 16)
+    times = np.cumsum(gaps) - gaps[0]
+    return times[times < duration_s]
+
+
+async def open_loop(
+    send: Sender,
+    rate: float,
+    duration_s: float,
+    arrivals: str = "poisson",
+    seed: int = 0,
+    max_inflight: int = 1024,
+    on_tick: Callable[[LoadWindow, float], None] | None = None,
+) -> LoadWindow:
+    """Send at ``rate`` requests/s for ``duration_s`` whatever the replies do, and time each request from its
+    intended send time — so a server that falls behind shows its backlog in the latencies (no coordinated
+    omission). At most ``max_inflight`` requests are outstanding; a request waiting for a slot is already late,
+    and its wait counts. Returns once every request sent has been answered."""
+    window = LoadWindow(0, rate=rate, arrivals=arrivals)
+    lat = window.latencies_ns
+    lags = window.lags_ns
+    errors = window.errors
+    clock = time.perf_counter_ns
+    offsets = (arrival_offsets(rate, duration_s, arrivals, seed) * 1e9).astype(np.int64)
+    slots = asyncio.Semaphore(max_inflight)
+    pending: set[asyncio.Task[None]] = set()
+    inflight = 0
+    start = clock()
+    cpu0 = time.process_time()
+
+    async def one(intended: int) -> None:
+        nonlocal inflight
+        async with slots:
+            inflight += 1
+            window.max_inflight = max(window.max_inflight, inflight)
+            lags.append(clock() - intended)
+            err = await send()
+            inflight -= 1
+        if err is None:
+            lat.append(clock() - intended)
+        else:
+            errors[err] += 1
+
+    next_tick = start + 250_000_000
+    i, n = 0, len(offsets)
+    while i < n:
+        now = clock()
+        while i < n and start + offsets[i] <= now:  # everything due by now, in one go
+            task = asyncio.create_task(one(start + int(offsets[i])))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            i += 1
+        if on_tick is not None and now >= next_tick:
+            on_tick(window, (now - start) / 1e9)
+            next_tick = now + 250_000_000
+        if i < n:
+            await asyncio.sleep(max(0.0, (start + int(offsets[i]) - clock()) / 1e9))
+    if pending:
+        await asyncio.gather(*pending)
     window.elapsed_s = (clock() - start) / 1e9
     window.cpu_s = time.process_time() - cpu0
     return window

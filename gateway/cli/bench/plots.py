@@ -27,7 +27,9 @@ def _svg(fig: Figure) -> str:
 
 
 def _series(runs: Iterable[dict[str, Any]], model: str, protocol: str) -> list[dict[str, Any]]:
-    chosen = [r for r in runs if r["model"] == model and r["protocol"] == protocol]
+    chosen = [
+        r for r in runs if r["model"] == model and r["protocol"] == protocol and r.get("mode", "closed") == "closed"
+    ]
     return sorted(chosen, key=lambda r: r["concurrency"])
 
 
@@ -106,7 +108,10 @@ def throughput_svg(doc: dict[str, Any]) -> str:
 
 def breakdown_svg(doc: dict[str, Any]) -> str:
     """Per run: the gateway's mean queue + compute + overhead, and the client's mean latency around it."""
-    runs = sorted(doc["runs"], key=lambda r: (r["model"], r["protocol"], r["concurrency"]))
+    runs = sorted(
+        (r for r in doc["runs"] if r.get("mode", "closed") == "closed"),
+        key=lambda r: (r["model"], r["protocol"], r["concurrency"]),
+    )
     fig = Figure(figsize=(10.0, 1.4 + 0.32 * len(runs)), layout="constrained")
     ax = fig.subplots()
     labels = [f"{r['model']} {r['protocol']} c={r['concurrency']}" for r in runs]

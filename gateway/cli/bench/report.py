@@ -17,7 +17,7 @@ _COLUMNS = (
     ("model", "variant"),
     ("runtime", "runtime"),
     ("protocol", "proto"),
-    ("concurrency", "conc"),
+    ("load", "load"),
     ("throughput_rps", "req/s"),
     ("p50", "p50 ms"),
     ("p90", "p90 ms"),
@@ -53,6 +53,7 @@ def _cells(run: dict[str, Any]) -> dict[str, str]:
         "runtime": run["runtime"],
         "protocol": run["protocol"],
         "concurrency": str(run["concurrency"]),
+        "load": _load_text(run),
         "throughput_rps": _num(run["throughput_rps"], 1),
         "p50": _num(run["latency_ms"].get("p50")),
         "p90": _num(run["latency_ms"].get("p90")),
@@ -65,8 +66,15 @@ def _cells(run: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _load_text(run: dict[str, Any]) -> str:
+    """``c=16`` for a closed-loop run; ``open 850/s`` (or ``sweep 850/s``) for an open-loop one."""
+    mode = run.get("mode", "closed")
+    return f"c={run['concurrency']}" if mode == "closed" else f"{mode} {run['rate_rps']:.0f}/s"
+
+
 def _is_winner(run: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    return bool(best) and all(run[k] == best[k] for k in ("model", "protocol", "concurrency"))  # type: ignore[index]
+    keys = ("model", "protocol", "concurrency", "mode", "rate_rps")
+    return bool(best) and all(run.get(k) == best.get(k) for k in keys)  # type: ignore[union-attr]
 
 
 def winner_text(doc: dict[str, Any]) -> str:
@@ -79,16 +87,35 @@ def winner_text(doc: dict[str, Any]) -> str:
 def _winner_line(best: dict[str, Any] | None) -> str:
     if not best:
         return "No variant met its SLA at any concurrency."
+    where = (
+        f"concurrency {best['concurrency']}"
+        if best.get("mode", "closed") == "closed"
+        else f"an offered {best['rate_rps']:.0f} req/s ({best['mode']} loop)"
+    )
     return (
-        f"Winner: {best['model']} ({best['runtime']}) over {best['protocol']} at concurrency {best['concurrency']}: "
+        f"Winner: {best['model']} ({best['runtime']}) over {best['protocol']} at {where}: "
         f"{best['throughput_rps']:.1f} req/s, p99 {_num(best['p99_ms'])} ms (chosen by {best['basis']})"
     )
+
+
+def capacity_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per swept variant and protocol: the highest rate that met the SLA."""
+    out = []
+    for c in doc.get("capacity") or []:
+        targets = "/".join(f"{k} {v:g} ms" for k, v in c["sla_ms"].items())
+        found = (
+            f"{c['max_rate_rps']:.0f} req/s (p99 {_num(c['p99_ms'])} ms)"
+            if c["max_rate_rps"]
+            else "no rate tried met it"
+        )
+        out.append(f"Capacity of {c['model']} ({c['runtime']}) over {c['protocol']} within {targets}: {found}")
+    return out
 
 
 _TERMINAL = (
     ("variant", "variant"),
     ("protocol", "proto"),
-    ("concurrency", "conc"),
+    ("load", "load"),
     ("throughput_rps", "req/s"),
     ("p50", "p50"),
     ("p90", "p90"),
@@ -116,7 +143,8 @@ def terminal_table(doc: dict[str, Any]) -> RenderableType:
         cells["sla"] = {True: "met", False: "missed", None: "-"}[run["sla_met"]]
         style = "bold green" if _is_winner(run, best) else ("red" if run["sla_met"] is False else None)
         table.add_row(*(cells[k] for k, _ in _TERMINAL), style=style)
-    return Group(table, Text(winner_text(doc), style="bold"))
+    lines = [Text(winner_text(doc), style="bold"), *(Text(line) for line in capacity_lines(doc))]
+    return Group(table, *lines)
 
 
 _CSS = """
@@ -167,6 +195,7 @@ def render_html(doc: dict[str, Any]) -> str:
         for title, svg, caption in figures
     )
     winner_class = "winner" if best else "winner none"
+    capacity_html = _capacity_html(doc)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -183,6 +212,7 @@ def render_html(doc: dict[str, Any]) -> str:
 &middot; {settings["duration_s"]:g} s windows after {settings["warmup_s"]:g} s warmup &middot; batch {settings["batch"]}
 <br>variants: {variants}</p>
 <p class="{winner_class}">{html.escape(winner_text(doc))}</p>
+{capacity_html}
 <h2>Runs</h2>
 <table>
 <thead><tr>{head}</tr></thead>
@@ -197,3 +227,26 @@ config.yaml against the client's percentiles, with no errors.</p>
 </body>
 </html>
 """
+
+
+def _capacity_html(doc: dict[str, Any]) -> str:
+    """The sweep's answer as a table: per variant and protocol, the highest open-loop rate within the SLA."""
+    rows = doc.get("capacity") or []
+    if not rows:
+        return ""
+    arrivals = html.escape(str(doc["settings"].get("arrivals")))
+    body = "".join(
+        f'<tr><td class="l">{html.escape(c["model"])} ({html.escape(c["runtime"])})</td>'
+        f'<td class="l">{html.escape(c["protocol"])}</td>'
+        f"<td>{html.escape('/'.join(f'{k} {v:g}' for k, v in c['sla_ms'].items()))}</td>"
+        f"<td>{_num(c['max_rate_rps'], 0)}</td><td>{_num(c['p99_ms'])}</td>"
+        f"<td>{html.escape(', '.join(f'{r:.0f}' for r in c['tried_rps']))}</td></tr>"
+        for c in rows
+    )
+    return (
+        '<h2>Capacity: the highest rate meeting the SLA</h2>\n<table><thead><tr><th class="l">variant</th>'
+        '<th class="l">proto</th><th>SLA ms</th><th>max req/s</th><th>p99 ms there</th><th>rates tried</th>'
+        f'</tr></thead><tbody>{body}</tbody></table>\n<p class="meta">Open loop ({arrivals} '
+        "arrivals), each request timed from its intended send time; bisection between 0 and 1.25x the closed "
+        "loop's best throughput.</p>"
+    )

@@ -1,10 +1,13 @@
-"""Bench results: one Run per variant x protocol x concurrency, the SLA verdict of each and the winner."""
+"""Bench results: one Run per variant x protocol x load (a closed-loop concurrency or an open-loop rate), the SLA
+verdict of each, the winner, and the capacity (highest rate meeting the SLA) a sweep found."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 from gateway.cli.bench.load import LoadWindow
 from gateway.cli.bench.scrape import ServerWindow
@@ -75,6 +78,10 @@ class Run:
     sla_ms: dict[str, float] = field(default_factory=dict)
     sla_met: bool | None = None
     sla_misses: list[str] = field(default_factory=list)
+    mode: str = "closed"  # closed: N in flight; open: requests sent at rate_rps; sweep: an open-loop sweep step
+    rate_rps: float | None = None
+    max_inflight: int = 0
+    send_lag_p99_ms: float | None = None  # open loop: p99 of how late the client sent (its own backlog or stalls)
 
     @classmethod
     def measured(cls, variant: Variant, protocol: str, batch: int, load: LoadWindow, server: ServerWindow) -> Run:
@@ -98,6 +105,10 @@ class Run:
             sla_ms=dict(variant.sla_ms),
             sla_met=met,
             sla_misses=misses,
+            mode="closed" if load.rate is None else "open",
+            rate_rps=load.rate,
+            max_inflight=load.max_inflight,
+            send_lag_p99_ms=float(np.percentile(load.lags_ns, 99) / 1e6) if load.lags_ns else None,
         )
 
     @property
@@ -109,6 +120,14 @@ class Run:
         doc["error_count"] = self.error_count
         doc["items_per_s"] = self.throughput_rps * self.batch
         return doc
+
+
+def verdict_runs(runs: list[Run], verdict: str = "open") -> list[Run]:
+    """The runs the SLA verdict is taken from: the open loop's (sweep steps included) when there are any and
+    ``verdict`` is "open" — a closed loop never queues more than its concurrency, so it hides backlog — else the
+    closed loop's."""
+    opened = [r for r in runs if r.mode != "closed"]
+    return opened if verdict == "open" and opened else [r for r in runs if r.mode == "closed"]
 
 
 def winner(runs: list[Run]) -> dict[str, Any] | None:
@@ -134,4 +153,23 @@ def winner(runs: list[Run]) -> dict[str, Any] | None:
         "p99_ms": best.latency_ms.get("p99"),
         "sla_ms": best.sla_ms,
         "basis": basis,
+        "mode": best.mode,
+        "rate_rps": best.rate_rps,
+    }
+
+
+def capacity(steps: list[Run]) -> dict[str, Any]:
+    """What a sweep of one variant and protocol found: the highest offered rate whose run met the SLA."""
+    met = [r for r in steps if r.sla_met]
+    best = max(met, key=lambda r: r.rate_rps or 0.0) if met else None
+    first = steps[0]
+    return {
+        "model": first.model,
+        "runtime": first.runtime,
+        "protocol": first.protocol,
+        "sla_ms": first.sla_ms,
+        "max_rate_rps": best.rate_rps if best else None,
+        "p99_ms": best.latency_ms.get("p99") if best else None,
+        "throughput_rps": best.throughput_rps if best else None,
+        "tried_rps": [r.rate_rps for r in steps],
     }

@@ -109,6 +109,20 @@ deploy/prometheus/adapter-rules.yaml). The series carry namespace and service la
       optional: true
 {{- end }}
 {{- end }}
+{{- if .Values.tracing.enabled }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .Values.tracing.serviceName | default (include "tensorgate.fullname" .) | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .Values.tracing.sampler | quote }}
+{{- with .Values.tracing.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.tracing.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- with .Values.server.extraEnv }}
 {{ toYaml . }}
 {{- end }}
