@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gateway.core.classification import apply_classification
-from gateway.core.errors import GatewayError, InferenceFailed, ModelNotFound, Overloaded, ServerUnavailable
-from gateway.core.exchange import Exchange
+from gateway.core.errors import (
+    GatewayError,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    ServerUnavailable,
+)
+from gateway.core.exchange import ROUTE_KEY_PARAMETER, VARIANT_PARAMETER, Exchange
 from gateway.core.metadata import model_config, model_metadata
 from gateway.core.types import InferRequest, InferResponse, ModelMetadata, Tensor
 from gateway.core.validation import validate
@@ -99,37 +106,35 @@ class DataPlane:
             if self.draining:
                 raise ServerUnavailable("server is shutting down")
             request = await decode(x)
-            model = x.model or x.resolve(request.model, request.version)
+            model = x.model
+            if model is None:
+                if x.key is None:
+                    x.key = _route_key(request.parameters)
+                model = x.resolve(request.model, request.version)
             inputs, outputs, rows = validate(model, request)
-            config = model.config
-            inflight = model.inflight
-            if inflight.count >= config.max_queue_size + config.instances:
-                raise Overloaded(
-                    f"model {model.name!r} is overloaded: {inflight.count} requests queued "
-                    f"(max_queue_size {config.max_queue_size}); retry later"
-                )
-            executor = model.executor
-            if executor is None:
-                raise ServerUnavailable(f"model {model.name!r} is not loaded")
-            deadline = request.deadline
-            if config.timeout_ms is not None:
-                own = time.monotonic() + config.timeout_ms / 1000.0
-                deadline = own if deadline is None else min(deadline, own)
-            inflight.begin()
-            self.metrics.inflight_add(model.labels, 1)
-            try:
-                results, queue, compute = await executor.run(Call(inputs, outputs, request.signature, deadline, rows))
-            finally:
-                inflight.end()
-                self.metrics.inflight_add(model.labels, -1)
+            plan = x.plan
+            while True:  # one attempt for a model; a route's plan may move the request to its next variant
+                try:
+                    call = Call(inputs, outputs, request.signature, self._deadline(model, request), rows)
+                    results, queue, compute = await self._run(model, call)
+                    break
+                except GatewayError as exc:
+                    following = plan.next(exc.code, request.deadline) if plan is not None else None
+                    if following is None:
+                        raise
+                    x.model = model = following
+                    inputs, outputs, rows = validate(model, request)
             response = InferResponse(
-                model=model.name,
+                model=model.name if plan is None else plan.route,
                 version=str(model.version),
                 outputs=[Tensor(n, results[n]) for n in outputs],
                 id=request.id,
                 requested={o.name: o for o in request.outputs or []},
                 signature=request.signature,
             )
+            if plan is not None:
+                response.parameters[VARIANT_PARAMETER] = model.name
+                plan.mirror(call, results)
             apply_classification(response)
             encoded = encode(response)
         except GatewayError as exc:
@@ -144,10 +149,42 @@ class DataPlane:
             "OK", total, queue, compute, max(total - queue - compute, 0.0)
         )
         model.stats.record_success(int(time.time() * 1000), rows, total, queue, compute)
+        if plan is not None:
+            plan.served(total)
         return encoded
+
+    @staticmethod
+    def _deadline(model: ModelVersion, request: InferRequest) -> float | None:
+        deadline = request.deadline
+        if model.config.timeout_ms is not None:
+            own = time.monotonic() + model.config.timeout_ms / 1000.0
+            deadline = own if deadline is None else min(deadline, own)
+        return deadline
+
+    async def _run(self, model: ModelVersion, call: Call) -> tuple[dict[str, Any], float, float]:
+        """Admit ``call`` to ``model`` (its queue bound) and run it on the version's executor."""
+        config = model.config
+        inflight = model.inflight
+        if inflight.count >= config.max_queue_size + config.instances:
+            raise Overloaded(
+                f"model {model.name!r} is overloaded: {inflight.count} requests queued "
+                f"(max_queue_size {config.max_queue_size}); retry later"
+            )
+        executor = model.executor
+        if executor is None:
+            raise ServerUnavailable(f"model {model.name!r} is not loaded")
+        inflight.begin()
+        self.metrics.inflight_add(model.labels, 1)
+        try:
+            return await executor.run(call)
+        finally:
+            inflight.end()
+            self.metrics.inflight_add(model.labels, -1)
 
     def _record_failure(self, x: Exchange, code: str) -> None:
         total = time.perf_counter() - x.received
+        if x.plan is not None:
+            x.plan.failed(code, total)
         model = x.model
         if model is None and x.name:  # refused before resolving: labelled by what the request asked for
             try:
@@ -188,14 +225,18 @@ class DataPlane:
         return True
 
     def knows(self, name: str) -> bool:
-        return self.models.get(name) is not None
+        return self.models.get(name) is not None or self.router.describe(name) is not None
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
         return {"name": self.info.name, "version": self.info.version, "extensions": list(self.info.extensions)}
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
-        return model_metadata(name, self.router.resolve(name, version), self.router.entry(name))
+        meta = model_metadata(name, self.router.resolve(name, version), self.router.entry(name))
+        route = self.router.describe(name)
+        if route is not None:
+            meta.parameters["route"] = route
+        return meta
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Triton's ModelConfig in its JSON form; perf_analyzer needs it."""
@@ -241,7 +282,7 @@ class DataPlane:
 
     # -- repository --------------------------------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        rows = self.models.index()
+        rows = self.models.index() + self.router.index()
         if ready_only:
             rows = [r for r in rows if r["state"] == READY]
         return rows
@@ -251,3 +292,13 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.control.unload(name)
+
+
+def _route_key(parameters: dict[str, Any]) -> str | None:
+    """The V2 parameter ``route_key``: a string (or an integer) naming the client, session or entity to stick to."""
+    key = parameters.get(ROUTE_KEY_PARAMETER)
+    if key is None or isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    raise InvalidInput(f"parameter {ROUTE_KEY_PARAMETER!r} must be a string, got {type(key).__name__}")

@@ -25,6 +25,7 @@ from gateway.core.tfserving import check_signature, version_state
 from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.grpc import tfserving_codec as codec
 from gateway.grpc.status import deadline_of
+from gateway.grpc.variant import name_variant, route_key
 from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD
 
 T = TypeVar("T")
@@ -37,7 +38,17 @@ class TFServingServicer:
         self.dp = dataplane
 
     async def _infer(self, context: Any, decode: Decode, encode: Callable[[InferResponse], T]) -> T:
-        return await self.dp.infer("tfs_grpc", decode, encode, received=time.perf_counter())
+        received = time.perf_counter()
+
+        async def keyed(x: Exchange) -> InferRequest:
+            x.key = route_key(context)
+            return await decode(x)
+
+        def named(response: InferResponse) -> T:
+            name_variant(context, response)
+            return encode(response)
+
+        return await self.dp.infer("tfs_grpc", keyed, named, received=received)
 
     @staticmethod
     def _request(

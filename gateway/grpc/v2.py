@@ -12,10 +12,11 @@ from google.protobuf import json_format
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, ModelNotReady
 from gateway.core.exchange import Exchange
-from gateway.core.types import InferRequest
+from gateway.core.types import InferRequest, InferResponse
 from gateway.grpc.codec import decode_request, encode_response, set_param
 from gateway.grpc.protos import model_config_pb2, service_pb2, service_pb2_grpc
 from gateway.grpc.status import abort, deadline_of
+from gateway.grpc.variant import name_variant, route_key
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -98,11 +99,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         received = time.perf_counter()
 
         async def decode(x: Exchange) -> InferRequest:
+            x.key = route_key(context)
             return decode_request(request, deadline_of(context))
+
+        def encode(response: InferResponse) -> Any:
+            name_variant(context, response)
+            return encode_response(response)
 
         try:
             return await self.dp.infer(
-                "grpc", decode, encode_response,
+                "grpc", decode, encode,
                 name=request.model_name, version=request.model_version or None, received=received,
             )  # fmt: skip
         except GatewayError as exc:
@@ -113,6 +119,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             received = time.perf_counter()
 
             async def decode(x: Exchange, request: Any = request) -> InferRequest:
+                x.key = route_key(context)
                 return decode_request(request, deadline_of(context))
 
             try:

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, InvalidInput
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import ROUTE_KEY_HEADER, VARIANT_HEADER, VARIANT_PARAMETER, Exchange
 from gateway.core.types import InferRequest, InferResponse
 from gateway.lifecycle.model import ModelVersion
 from gateway.rest.body import read_body
@@ -29,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 _JSON = [(b"content-type", b"application/json")]
+_ROUTE_KEY = ROUTE_KEY_HEADER.encode()
+_VARIANT = VARIANT_HEADER.encode()
 _PREFIX = "/v2/models/"
 _SUFFIX = "/infer"
 
@@ -94,6 +96,8 @@ class _InferCall:
                 content_encoding = value.decode("latin-1")
             elif key == b"accept-encoding":
                 self.accept = value.decode("latin-1")
+            elif key == _ROUTE_KEY:
+                x.key = value.decode("latin-1")
         body = await read_body(self.receive, declared, content_encoding, self.limit)
         raw_input = raw_input_spec(x.resolve(self.name, self.version)) if header_length == "0" else None
         request = decode_request(body, header_length, self.name, self.version, raw_input)
@@ -109,6 +113,9 @@ class _InferCall:
                 (b"content-type", b"application/octet-stream"),
                 (b"inference-header-content-length", str(json_length).encode()),
             ]
+        variant = response.parameters.get(VARIANT_PARAMETER)
+        if variant:
+            headers.append((_VARIANT, str(variant).encode()))
         if self.accept:
             payload, encoding = compress(payload, self.accept)
             if encoding:

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import InvalidInput
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import ROUTE_KEY_HEADER, VARIANT_HEADER, VARIANT_PARAMETER, Exchange
 from gateway.core.tfserving import check_signature, version_state
 from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.rest import tfserving_codec as codec
@@ -86,6 +86,7 @@ class _PostCall:
         if not t["model"] or t["metadata"] or verb not in ("predict", "classify", "regress"):
             raise InvalidInput(f"Malformed request: POST {self.request.url.path}")
         doc = codec.loads(await request_body(self.request))
+        x.key = self.request.headers.get(ROUTE_KEY_HEADER)
         model = x.resolve(t["model"], t["version"], t["label"])
         signature = model.signature_for(codec.signature_name(doc))
         if verb == "predict":
@@ -107,6 +108,11 @@ class _PostCall:
     def encode(self, response: InferResponse) -> Response:
         outputs = {o.name: o.data for o in response.outputs}
         if self.verb == "predict":
-            return _json(codec.encode_predict(outputs, self.row_format))
-        encoder = codec.encode_classify if self.verb == "classify" else codec.encode_regress
-        return _json(encoder(outputs, self.examples))
+            reply = _json(codec.encode_predict(outputs, self.row_format))
+        else:
+            encoder = codec.encode_classify if self.verb == "classify" else codec.encode_regress
+            reply = _json(encoder(outputs, self.examples))
+        variant = response.parameters.get(VARIANT_PARAMETER)
+        if variant:
+            reply.headers[VARIANT_HEADER] = str(variant)
+        return reply

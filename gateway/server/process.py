@@ -25,7 +25,7 @@ from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.warmup import Warmer
-from gateway.routing.router import VersionRouter
+from gateway.routing.routes import RouteRouter
 from gateway.server.settings import Settings
 from gateway.telemetry.metrics import Metrics
 from model_store import open_store
@@ -49,7 +49,11 @@ class Server:
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
         self.dataplane = DataPlane(
-            self.host, VersionRouter(self.host), self.metrics, self.controller, ServerInfo(version=__version__)
+            self.host,
+            RouteRouter(self.host, self.metrics.routes),
+            self.metrics,
+            self.controller,
+            ServerInfo(version=__version__),
         )
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()

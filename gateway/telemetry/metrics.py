@@ -95,6 +95,9 @@ class Metrics(Collector):
         self._store_errors = 0
         self._store_last_sync = 0.0
         self.started = time.time()
+        from gateway.telemetry.route_metrics import RouteMetrics  # imports this module's histogram
+
+        self.routes = RouteMetrics()
         self.registry.register(self)
 
     # -- per-model setup ---------------------------------------------------------------------------------------
@@ -204,6 +207,8 @@ class Metrics(Collector):
             "When the store was last read successfully.",
             value=self._store_last_sync,
         )
+
+        yield from self.routes.collect()
 
     def _collect_latency(self) -> Iterator[Metric]:
         docs = {
