@@ -167,7 +167,7 @@ class ModelController:
                     log.error("ignoring route override %s: %s", path, exc)
                     continue
                 if name in self._configs:
-                    routes[name] = RouteEntry(name, None, "override", f"{path.name}: {name!r} is a model, not a route")
+                    log.error("ignoring route override %s: %r is a model, not a route", path, name)
                     continue
                 routes[name] = _route_entry(name, raw, str(path), "override")
         self.host.publish_routes(routes)
