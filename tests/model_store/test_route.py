@@ -37,7 +37,7 @@ def test_a_full_route_yaml_parses() -> None:
     ],
 )
 def test_mistakes_name_the_field(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="r/route.yaml") as caught:
+    with pytest.raises(ConfigError, match=r"r/route\.yaml") as caught:
         RouteConfig.parse(text, where="r/route.yaml")
     assert message in str(caught.value)
 

@@ -5,6 +5,7 @@ sticky keys, what a route shows (response, metadata, index, metrics)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -207,9 +208,10 @@ def test_a_sticky_key_lands_on_the_same_variant(store: StoreFolder) -> None:
     asyncio.run(scenario())
 
 
-async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (5 s at most) for the shadow task, which runs after the request was answered."""
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 - the shadow signals nothing: it only records metrics
             await asyncio.sleep(0.01)
 
 
