@@ -136,7 +136,12 @@ class Route:
         return [m if m is None or m is reference or not self._verdict(m, reference) else None for m in models]
 
     def _eligible(self, members: list[ModelVersion | None]) -> list[int]:
-        eligible = [i for i, m in enumerate(members) if m is not None and self.variants[i].breaker.available()]
+        variants = self.variants
+        eligible = [
+            i
+            for i, m in enumerate(members)
+            if m is not None and (variants[i].breaker.state is CLOSED or variants[i].breaker.available())
+        ]
         if not eligible:  # every breaker open: trying one beats failing for sure
             eligible = [i for i, m in enumerate(members) if m is not None]
         if not eligible:
@@ -304,7 +309,8 @@ class RoutePlan:
     def served(self, seconds: float) -> None:
         v = self.r.variants[self.current]
         self._settled = True
-        v.breaker.success()
+        if v.breaker.streak or v.breaker.state is not CLOSED:
+            v.breaker.success()
         v.window.record(seconds)
         v.series.observe("OK", seconds)
 
