@@ -10,6 +10,7 @@ waited for with generous timeouts and printed (for the notes), never asserted.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -325,3 +326,21 @@ def test_a_route_is_served_by_the_tf_serving_grpc_stubs_and_named_in_trailing_me
             assert list(response.outputs["y"].tensor_shape.dim)[1].size == 4
             variants.add(dict(call.trailing_metadata())["tensorgate-variant"])
     assert len(variants) == 1 and variants <= {"stable", "canary"}
+
+
+def test_bench_route_plots_which_variant_served_over_time(route_server: ServerProcess, tmp_path: Path) -> None:
+    from gateway.cli.bench.command import main as bench
+
+    out, page = tmp_path / "route.json", tmp_path / "route.html"
+    code = bench(
+        ["--url", route_server.http, "--route", "canary_route", "--concurrency", "2", "--duration", "3",
+         "--json", str(out), "--html", str(page), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == 0 and doc["requests"] > 0
+    assert set(doc["variants"]) == {"stable", "canary"}
+    assert sum(sum(per_second) for per_second in doc["timeline"]["served"].values()) == doc["requests"]
+    assert doc["variants"]["stable"]["share"] > doc["variants"]["canary"]["share"]
+    html = page.read_text()
+    assert "<svg" in html and "requests / s by serving variant" in html and "router window p99" in html

@@ -33,6 +33,7 @@ from gateway.cli.bench.load import (
 )
 from gateway.cli.bench.report import render_html, terminal_table
 from gateway.cli.bench.result import Run, Variant, winner
+from gateway.cli.bench.route import RouteBenchError, drive_route, route_html, route_table
 from gateway.cli.bench.scrape import ServerWindow, Snapshot, parse_snapshot, window
 from gateway.cli.bench.server import GatewayProcess
 from gateway.grpc.client import GrpcLoad
@@ -59,6 +60,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     pick = what.add_mutually_exclusive_group(required=True)
     pick.add_argument("--models", help="comma-separated model names (the variants to compare)")
     pick.add_argument("--source", help="every variant exported from this source model (<source>_<format>)")
+    pick.add_argument(
+        "--route", help="drive one route (REST, the first --concurrency level) and plot which variant served over time"
+    )
     what.add_argument("--concurrency", default="1,4,16", help="comma-separated in-flight request counts")
     what.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     what.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run")
@@ -142,6 +146,8 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.duration <= 0 or args.warmup < 0 or args.batch < 1:
             raise BenchError("--duration must be > 0, --warmup >= 0 and --batch >= 1")
         levels = parse_levels(args.concurrency)
+        if args.route:
+            return _run_route(args, console, levels[0])
         with _gateway(args, console) as (rest_url, grpc_target, metrics_url):
             plan = _plan(args, rest_url, grpc_target, metrics_url, levels)
             doc = _run(plan, console, progress=not args.no_progress)
@@ -169,6 +175,28 @@ def run_bench(args: argparse.Namespace) -> int:
         args.html.write_text(page, encoding="utf-8")
         console.print(f"HTML report written to {args.html}")
     return 1 if doc["aborted"] else 0
+
+
+def _run_route(args: argparse.Namespace, console: Console, concurrency: int) -> int:
+    """``--route``: one closed-loop run against the route; the table, and the timeline as JSON and HTML."""
+    with _gateway(args, console) as (rest_url, _grpc_target, _metrics_url):
+        console.print(f"driving route {args.route} for {args.duration:.0f}s at concurrency {concurrency} ...")
+        try:
+            doc = asyncio.run(
+                drive_route(rest_url, args.route, concurrency, args.duration, batch=args.batch, seed=args.seed)
+            )
+        except RouteBenchError as exc:
+            raise BenchError(str(exc)) from None
+    Console(width=160).print(route_table(doc))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        console.print(f"JSON written to {args.json}")
+    if args.html is not None:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(route_html(doc), encoding="utf-8")
+        console.print(f"HTML report written to {args.html}")
+    return 1 if doc["errors"] else 0
 
 
 @contextlib.contextmanager
