@@ -344,3 +344,27 @@ def test_bench_route_plots_which_variant_served_over_time(route_server: ServerPr
     assert doc["variants"]["stable"]["share"] > doc["variants"]["canary"]["share"]
     html = page.read_text()
     assert "<svg" in html and "requests / s by serving variant" in html and "router window p99" in html
+
+
+def test_bench_route_reports_the_shadows_divergence(route_server: ServerProcess, tmp_path: Path, capsys: Any) -> None:
+    from gateway.cli.bench.command import main as bench
+
+    out = tmp_path / "checked.json"
+    args = [
+        "--url",
+        route_server.http,
+        "--route",
+        "checked",
+        "--concurrency",
+        "1",
+        "--duration",
+        "2",
+        "--json",
+        str(out),
+    ]
+    assert bench([*args, "--no-progress"]) == 0
+    shadow = json.loads(out.read_text())["shadow"]["drifted"]
+    assert shadow["calls"]["compared"] > 0 and shadow["comparisons"]["beyond"] > 0
+    assert shadow["outputs"]["y"]["max_abs_error"] > 1e-3
+    printed = capsys.readouterr().out
+    assert "shadow drifted: calls compared" in printed and "output y: max abs error" in printed

@@ -33,7 +33,7 @@ from gateway.cli.bench.load import (
 )
 from gateway.cli.bench.report import render_html, terminal_table
 from gateway.cli.bench.result import Run, Variant, winner
-from gateway.cli.bench.route import RouteBenchError, drive_route, route_html, route_table
+from gateway.cli.bench.route import RouteBenchError, drive_route, route_html, route_table, shadow_lines
 from gateway.cli.bench.scrape import ServerWindow, Snapshot, parse_snapshot, window
 from gateway.cli.bench.server import GatewayProcess
 from gateway.grpc.client import GrpcLoad
@@ -187,7 +187,10 @@ def _run_route(args: argparse.Namespace, console: Console, concurrency: int) -> 
             )
         except RouteBenchError as exc:
             raise BenchError(str(exc)) from None
-    Console(width=160).print(route_table(doc))
+    out = Console(width=160)
+    out.print(route_table(doc))
+    for line in shadow_lines(doc):
+        out.print(line)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

@@ -67,7 +67,42 @@ async def drive_route(
                 await asyncio.sleep(poll)
 
         await asyncio.gather(poller(), *(worker() for _ in range(concurrency)))
-    return summarize(route, described, requests, states, concurrency, duration)
+        await asyncio.sleep(0.5)  # the last mirrored calls finish
+        metrics = await client.get("/metrics")
+    doc = summarize(route, described, requests, states, concurrency, duration)
+    doc["shadow"] = shadow_figures(metrics.text if metrics.status_code == 200 else "", route)
+    return doc
+
+
+def shadow_figures(exposition: str, route: str) -> dict[str, Any]:
+    """The route's shadow traffic as /metrics reports it (cumulative since the gateway started): calls by outcome,
+    comparisons within/beyond tolerance, mean latency, and per output the largest abs/rel error and argmax rows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if not sample.name.startswith("tensorgate_shadow_") or labels.get("route") != route:
+                continue
+            variant = out.setdefault(labels["variant"], {"outputs": {}})
+            name = sample.name[len("tensorgate_shadow_") :]
+            if name == "requests_total":
+                variant.setdefault("calls", {})[labels["outcome"]] = sample.value
+            elif name == "comparisons_total":
+                variant.setdefault("comparisons", {})[labels["result"]] = sample.value
+            elif name in ("duration_seconds_sum", "duration_seconds_count"):
+                variant[name] = sample.value
+            elif name in ("max_abs_error", "max_rel_error"):
+                variant["outputs"].setdefault(labels["output"], {})[name] = sample.value
+            elif name == "argmax_rows_total":
+                rows = variant["outputs"].setdefault(labels["output"], {}).setdefault("argmax_rows", {})
+                rows[labels["agree"]] = sample.value
+    for variant in out.values():
+        count = variant.pop("duration_seconds_count", 0.0)
+        total = variant.pop("duration_seconds_sum", 0.0)
+        variant["mean_ms"] = total / count * 1000 if count else None
+    return out
 
 
 def summarize(
@@ -141,6 +176,26 @@ def route_table(doc: dict[str, Any]) -> Table:
     return table
 
 
+def shadow_lines(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for variant, figures in doc.get("shadow", {}).items():
+        calls = ", ".join(f"{k} {v:.0f}" for k, v in sorted(figures.get("calls", {}).items()))
+        results = ", ".join(f"{k} {v:.0f}" for k, v in sorted(figures.get("comparisons", {}).items()))
+        mean = figures.get("mean_ms")
+        lines.append(
+            f"shadow {variant}: calls {calls or '-'}; comparisons {results or '-'}"
+            + (f"; mean {mean:.2f} ms" if mean is not None else "")
+        )
+        for output, o in sorted(figures["outputs"].items()):
+            rows = o.get("argmax_rows", {})
+            agree = f"; argmax agrees on {rows.get('true', 0):.0f} of {sum(rows.values()):.0f} rows" if rows else ""
+            lines.append(
+                f"  output {output}: max abs error {o.get('max_abs_error', 0):.4g}, "
+                f"max rel error {o.get('max_rel_error', 0):.4g}{agree}"
+            )
+    return lines
+
+
 def route_svg(doc: dict[str, Any]) -> str:
     """Stacked requests per second by serving variant, above each variant's p99 (client per second, router
     window) with the route's p99 SLA target, on one time axis."""
@@ -199,5 +254,7 @@ def route_html(doc: dict[str, Any]) -> str:
         f"</head><body><h1>Route {doc['route']} ({doc['policy']})</h1><p>{doc['requests']} requests in "
         f"{doc['duration_s']:.0f}s at concurrency {doc['concurrency']}, {doc['errors']} failed, "
         f"{len(doc['switches'])} switches of the policy's choice.</p><table><tr><th>variant</th><th>requests</th>"
-        f"<th>share</th><th>client p50 ms</th><th>client p99 ms</th></tr>{rows}</table>{route_svg(doc)}</body></html>"
+        f"<th>share</th><th>client p50 ms</th><th>client p99 ms</th></tr>{rows}</table>"
+        + "".join(f"<pre>{line}</pre>" for line in shadow_lines(doc))
+        + f"{route_svg(doc)}</body></html>"
     )
