@@ -87,7 +87,10 @@ class RouteRouter:
 
     def entry(self, name: str) -> ModelEntry:
         """A route's: the entry of the variant it prefers now (an empty one while none can serve)."""
-        route = self.route(name)
+        try:
+            route = self.route(name)
+        except GatewayError:  # declared but invalid: known, serving nothing
+            return ModelEntry(name, ModelConfig())
         if route is None:
             return self.versions.entry(name)
         try:
@@ -97,8 +100,14 @@ class RouteRouter:
         return entry if entry is not None else ModelEntry(name, ModelConfig())
 
     def describe(self, name: str) -> dict[str, Any] | None:
+        entry = self.catalog.route(name)
+        if entry is None:
+            return None
+        if entry.config is None:
+            return {"origin": entry.origin, "invalid": entry.reason}
         route = self.route(name)
-        return route.describe() if route is not None else None
+        assert route is not None
+        return route.describe()
 
     def index(self) -> list[dict[str, str]]:
         rows = []

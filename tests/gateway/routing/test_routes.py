@@ -273,6 +273,8 @@ def test_an_invalid_route_yaml_shows_in_the_index_and_refuses_requests(store: St
             assert "r/route.yaml: policy" in rows["r"]["reason"]
             with pytest.raises(ModelNotReady, match="route 'r' is invalid"):
                 await bed.infer(request("r"))
+            assert bed.dataplane.knows("r")
+            assert not bed.dataplane.model_ready("r")
 
     asyncio.run(scenario())
 
