@@ -3,6 +3,8 @@
 ``infer`` is the one request path: a front end hands it a decoder and an encoder, and it resolves the model
 (through the injected Router), decodes, validates, admits, applies the deadline, runs the version's Executor,
 encodes — and records the outcome once, on the way out, whatever the protocol and wherever it failed.
+For a route, the Router also returns a Plan: the one seam around the runtime call, where a failed variant moves
+the request to the next one and an answered request may be mirrored to the route's shadow.
 """
 
 from __future__ import annotations
