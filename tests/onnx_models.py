@@ -33,9 +33,12 @@ def dense_weights(n_in: int = 16, n_out: int = 4, seed: int = 0) -> tuple[np.nda
     return rng.standard_normal((n_in, n_out)).astype(np.float32), rng.standard_normal(n_out).astype(np.float32)
 
 
-def dense_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0) -> Path:
-    """y = x @ W + b on x [batch, n_in] FP32, batch dynamic; input "x", output "y"."""
+def dense_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0, perturb: float = 0.0) -> Path:
+    """y = x @ W + b on x [batch, n_in] FP32, batch dynamic; input "x", output "y". ``perturb`` adds that much
+    noise to W (a converted model that drifted)."""
     w, b = dense_weights(n_in, n_out, seed)
+    if perturb:
+        w = (w + np.random.default_rng(seed + 1).standard_normal(w.shape) * perturb).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
         "dense",
@@ -215,5 +218,27 @@ def reshape_model(path: Path, n_in: int = 16, n_out: int = 4, seed: int = 0) -> 
             numpy_helper.from_array(b, "B"),
             numpy_helper.from_array(np.array([-1, n_in], dtype=np.int64), "rows"),
         ],
+    )
+    return _save(graph, path)
+
+
+def heavy_model(path: Path, width: int = 16, hidden: int = 1024, layers: int = 100, seed: int = 0) -> Path:
+    """x [batch, width] FP32 -> y [batch, width]: up to ``hidden``, ``layers`` times through one shared
+    [hidden, hidden] tanh layer, and back. The same signature at any cost: ``layers`` sets how slow it is."""
+    rng = np.random.default_rng(seed)
+    up = (rng.standard_normal((width, hidden)) / np.sqrt(width)).astype(np.float32)
+    mid = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    down = (rng.standard_normal((hidden, width)) / np.sqrt(hidden)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "UP"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "MID"], [f"m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("MatMul", [f"h{layers}", "DOWN"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "heavy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [numpy_helper.from_array(a, n) for a, n in ((up, "UP"), (mid, "MID"), (down, "DOWN"))],
     )
     return _save(graph, path)

@@ -2,7 +2,9 @@
 
 ``infer`` is the one request path: a front end hands it a decoder and an encoder, and it resolves the model
 (through the injected Router), decodes, validates, admits, applies the deadline, runs the version's Executor,
-encodes — and records the outcome once, on the way out, whatever the protocol and wherever it failed.
+encodes — and records the outcome once (``Outcomes``), on the way out, whatever the protocol and wherever it failed.
+For a route, the Router also returns a Plan: the one seam around the runtime call, where a failed variant moves
+the request to the next one and an answered request may be mirrored to the route's shadow.
 """
 
 from __future__ import annotations
@@ -14,16 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from gateway.core.classification import apply_classification
-from gateway.core.errors import GatewayError, InferenceFailed, ModelNotFound, Overloaded, ServerUnavailable
-from gateway.core.exchange import Exchange, Origin, new_request_id, request_id
+from gateway.core.errors import (
+    GatewayError,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    ServerUnavailable,
+)
+from gateway.core.exchange import ROUTE_KEY_PARAMETER, VARIANT_PARAMETER, Exchange, Origin, request_id
 from gateway.core.metadata import model_config, model_metadata
+from gateway.core.outcome import Outcomes
 from gateway.core.types import InferRequest, InferResponse, ModelMetadata, Tensor
 from gateway.core.validation import validate
 from gateway.execution.executor import Call
 from gateway.lifecycle.model import READY, ModelEntry, ModelVersion
 from gateway.routing.router import Router
 from gateway.telemetry.access import AccessLog
-from gateway.telemetry.metrics import UNKNOWN, Metrics
+from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import Tracing
 from runtimes import Signature
 
@@ -48,10 +58,6 @@ class ServerInfo:
     name: str = "tensorgate"
     version: str = "0.1.0"
     extensions: list[str] = field(default_factory=lambda: list(EXTENSIONS))
-
-
-def _span_labels(labels: tuple[str, str, str]) -> dict[str, str]:
-    return {"tensorgate.model": labels[0], "tensorgate.version": labels[1], "tensorgate.runtime": labels[2]}
 
 
 class Models(Protocol):
@@ -93,6 +99,7 @@ class DataPlane:
         self.metrics = metrics
         self.control = control
         self.info = info or ServerInfo()
+        self.outcomes = Outcomes(models, router, metrics, access_log, tracing)
         self.started = False  # set once the initial load finished
         self.stopping = False  # shutting down: not ready, but still serving (load balancers are catching up)
         self.draining = False  # past the shutdown delay: new requests are refused, in-flight ones finish
@@ -116,7 +123,6 @@ class DataPlane:
         start = time.perf_counter() if received is None else received
         x = Exchange(self.router, protocol, name, version, start, origin)
         queue = compute = 0.0
-        trace = None
         try:
             if self.draining:
                 raise ServerUnavailable("server is shutting down")
@@ -124,120 +130,84 @@ class DataPlane:
             if x.origin.request_id is None and request.id:
                 x.origin.request_id = request_id(request.id)
             if self.tracing is not None:
-                trace = x.trace = self._begin_trace(x)
-                trace.decoded = time.perf_counter()
-            model = x.model or x.resolve(request.model, request.version)
+                x.trace = self.outcomes.begin_trace(x)
+                x.trace.decoded = time.perf_counter()
+            model = x.model
+            if model is None:
+                if x.key is None:
+                    x.key = _route_key(request.parameters)
+                model = x.resolve(request.model, request.version)
             inputs, outputs, rows = validate(model, request)
-            config = model.config
-            inflight = model.inflight
-            if inflight.count >= config.max_queue_size + config.instances:
-                raise Overloaded(
-                    f"model {model.name!r} is overloaded: {inflight.count} requests queued "
-                    f"(max_queue_size {config.max_queue_size}); retry later"
-                )
-            executor = model.executor
-            if executor is None:
-                raise ServerUnavailable(f"model {model.name!r} is not loaded")
-            deadline = request.deadline
-            if config.timeout_ms is not None:
-                own = time.monotonic() + config.timeout_ms / 1000.0
-                deadline = own if deadline is None else min(deadline, own)
-            inflight.begin()
-            self.metrics.inflight_add(model.labels, 1)
-            try:
-                if trace is not None:
-                    trace.submitted = time.perf_counter()
-                call = Call(inputs, outputs, request.signature, deadline, rows, trace)
-                results, queue, compute = await executor.run(call)
-                if trace is not None:
-                    trace.ran = time.perf_counter()
-            finally:
-                inflight.end()
-                self.metrics.inflight_add(model.labels, -1)
+            plan = x.plan
+            while True:  # one attempt for a model; a route's plan may move the request to its next variant
+                try:
+                    call = Call(inputs, outputs, request.signature, self._deadline(model, request), rows, x.trace)
+                    results, queue, compute = await self._run(model, call, x.trace)
+                    break
+                except GatewayError as exc:
+                    following = plan.next(exc.code, request.deadline) if plan is not None else None
+                    if following is None:
+                        raise
+                    x.model = model = following
+                    inputs, outputs, rows = validate(model, request)
             response = InferResponse(
-                model=model.name,
+                model=model.name if plan is None else plan.route,
                 version=str(model.version),
                 outputs=[Tensor(n, results[n]) for n in outputs],
                 id=request.id,
                 requested={o.name: o for o in request.outputs or []},
                 signature=request.signature,
             )
+            if plan is not None:
+                response.parameters[VARIANT_PARAMETER] = model.name
+                plan.mirror(call, results)
             apply_classification(response)
             encoded = encode(response)
         except GatewayError as exc:
-            self._record_failure(x, exc.code, exc.message)
+            self.outcomes.failed(x, exc.code, exc.message)
             exc.request_id = x.origin.request_id
             raise
         except Exception as exc:
             log.exception("unexpected failure serving %s", x.name)
             error = InferenceFailed(f"internal error serving {x.name!r}: {type(exc).__name__}: {exc}")
-            self._record_failure(x, "INTERNAL", error.message)
+            self.outcomes.failed(x, "INTERNAL", error.message)
             error.request_id = x.origin.request_id
             raise error from exc
-        end = time.perf_counter()
-        total = end - x.received
-        origin = x.origin
-        if origin.request_id is None:
-            origin.request_id = new_request_id()
-        trace_id = None
-        if trace is not None:
-            trace_id = trace.finish(end, "OK", queue, compute, _span_labels(model.labels))
-        self.metrics.series(*model.labels, protocol).observe(
-            "OK", total, queue, compute, max(total - queue - compute, 0.0), trace_id
-        )
-        model.stats.record_success(int(time.time() * 1000), rows, total, queue, compute)
-        access = self.access_log
-        if access is not None and access.wanted("OK", total):
-            access.record(
-                protocol, x.name, model.name, str(model.version), model.labels[2], "OK", total, queue, compute,
-                origin.request_bytes, origin.response_bytes, origin.request_id, origin.peer, origin.key_id, trace_id,
-            )  # fmt: skip
+        self.outcomes.ok(x, model, rows, queue, compute)
         return encoded
 
-    def _begin_trace(self, x: Exchange) -> Any:
-        assert self.tracing is not None
-        o = x.origin
-        attributes = {"tensorgate.request_id": o.request_id} if o.request_id else {}
-        return self.tracing.begin(x.name, x.protocol, x.received, o.traceparent, o.tracestate, attributes)
+    @staticmethod
+    def _deadline(model: ModelVersion, request: InferRequest) -> float | None:
+        deadline = request.deadline
+        if model.config.timeout_ms is not None:
+            own = time.monotonic() + model.config.timeout_ms / 1000.0
+            deadline = own if deadline is None else min(deadline, own)
+        return deadline
 
-    def _record_failure(self, x: Exchange, code: str, message: str = "") -> None:
-        end = time.perf_counter()
-        total = end - x.received
-        origin = x.origin
-        if origin.request_id is None:
-            origin.request_id = new_request_id()
-        model = x.model
-        if model is None and x.name:  # refused before resolving: labelled by what the request asked for
-            try:
-                model = self.router.resolve(x.name, x.version)
-            except GatewayError:
-                model = None
-        if model is not None:
-            labels = model.labels
-        else:
-            # A known model keeps its name; a version that is not loaded (or not READY) is labelled as far as the
-            # host knows it. Names the host does not know all collapse into one series.
-            entry = self.models.get(x.name)
-            if entry is None:
-                labels = (UNKNOWN, "", "")
-            else:
-                version = x.version
-                known = entry.versions.get(int(version)) if version and version.isdigit() else None
-                labels = known.labels if known is not None else (x.name, UNKNOWN, "")
-        trace_id = None
-        if self.tracing is not None:
-            trace = x.trace if x.trace is not None else self._begin_trace(x)
-            trace_id = trace.finish(end, code, attributes=_span_labels(labels), error=message)
-        self.metrics.series(*labels, x.protocol).observe(code, total, 0.0, 0.0, 0.0, trace_id)
-        if model is not None:
-            model.stats.record_failure(total)
-        access = self.access_log
-        if access is not None:
-            access.record(
-                x.protocol, x.name, model.name if model is not None else None, labels[1] or x.version,
-                labels[2] or None, code, total, 0.0, 0.0, origin.request_bytes, origin.response_bytes,
-                origin.request_id, origin.peer, origin.key_id, trace_id, message,
-            )  # fmt: skip
+    async def _run(self, model: ModelVersion, call: Call, trace: Any) -> tuple[dict[str, Any], float, float]:
+        """Admit ``call`` to ``model`` (its queue bound) and run it on the version's executor."""
+        config = model.config
+        inflight = model.inflight
+        if inflight.count >= config.max_queue_size + config.instances:
+            raise Overloaded(
+                f"model {model.name!r} is overloaded: {inflight.count} requests queued "
+                f"(max_queue_size {config.max_queue_size}); retry later"
+            )
+        executor = model.executor
+        if executor is None:
+            raise ServerUnavailable(f"model {model.name!r} is not loaded")
+        inflight.begin()
+        self.metrics.inflight_add(model.labels, 1)
+        try:
+            if trace is not None:
+                trace.submitted = time.perf_counter()
+            result = await executor.run(call)
+            if trace is not None:
+                trace.ran = time.perf_counter()
+            return result
+        finally:
+            inflight.end()
+            self.metrics.inflight_add(model.labels, -1)
 
     # -- health ------------------------------------------------------------------------------------------------
     def live(self) -> bool:
@@ -258,14 +228,18 @@ class DataPlane:
         return True
 
     def knows(self, name: str) -> bool:
-        return self.models.get(name) is not None
+        return self.models.get(name) is not None or self.router.describe(name) is not None
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
         return {"name": self.info.name, "version": self.info.version, "extensions": list(self.info.extensions)}
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
-        return model_metadata(name, self.router.resolve(name, version), self.router.entry(name))
+        meta = model_metadata(name, self.router.resolve(name, version), self.router.entry(name))
+        route = self.router.describe(name)
+        if route is not None:
+            meta.parameters["route"] = route
+        return meta
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Triton's ModelConfig in its JSON form; perf_analyzer needs it."""
@@ -311,7 +285,7 @@ class DataPlane:
 
     # -- repository --------------------------------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        rows = self.models.index()
+        rows = self.models.index() + self.router.index()
         if ready_only:
             rows = [r for r in rows if r["state"] == READY]
         return rows
@@ -321,3 +295,13 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.control.unload(name)
+
+
+def _route_key(parameters: dict[str, Any]) -> str | None:
+    """The V2 parameter ``route_key``: a string (or an integer) naming the client, session or entity to stick to."""
+    key = parameters.get(ROUTE_KEY_PARAMETER)
+    if key is None or isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    raise InvalidInput(f"parameter {ROUTE_KEY_PARAMETER!r} must be a string, got {type(key).__name__}")

@@ -4,7 +4,9 @@ Origin (what the front end knows of it besides the body: request ID, trace conte
 
 A front end's decoder receives it and may ``resolve`` the target itself when decoding needs the model (TF Serving
 picks a signature to decode against; V2's raw binary body needs the input's spec); otherwise the DataPlane
-resolves the decoded request's model. Either way the model is resolved once, by the Router.
+resolves the decoded request's model. Either way the model is resolved once, by the Router. A route resolves to
+one of its variants and leaves its ``plan`` (fallback, shadow) for the DataPlane; ``key`` is the client's routing
+key (``tensorgate-route-key`` header or gRPC metadata, or the V2 parameter ``route_key``), set before resolving.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import random
 from typing import Any
 
 from gateway.lifecycle.model import ModelVersion
-from gateway.routing.router import Router
+from gateway.routing.router import Plan, Router
+
+ROUTE_KEY_HEADER = "tensorgate-route-key"  # HTTP header and gRPC metadata key
+ROUTE_KEY_PARAMETER = "route_key"  # V2 request parameter
+VARIANT_HEADER = "tensorgate-variant"  # HTTP header and gRPC trailing metadata key on a route's answers
+VARIANT_PARAMETER = "variant"  # V2 response parameter
 
 _MAX_ID = 128
 
@@ -40,7 +47,9 @@ class Origin:
     caller's, else takes the V2 request ``id``, else generates one, so the front end can return it.
     """
 
-    __slots__ = ("key_id", "peer", "request_bytes", "request_id", "response_bytes", "traceparent", "tracestate")
+    __slots__ = (
+        "key_id", "peer", "request_bytes", "request_id", "response_bytes", "route_key", "traceparent", "tracestate",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -55,12 +64,13 @@ class Origin:
         self.tracestate = tracestate
         self.peer = peer
         self.key_id = key_id
+        self.route_key: str | None = None  # a route's sticky key (header / gRPC metadata), if the client sent one
         self.request_bytes = 0
         self.response_bytes: int | None = None
 
 
 class Exchange:
-    __slots__ = ("model", "name", "origin", "protocol", "received", "router", "trace", "version")
+    __slots__ = ("key", "model", "name", "origin", "plan", "protocol", "received", "router", "trace", "version")
 
     def __init__(
         self,
@@ -79,10 +89,12 @@ class Exchange:
         self.origin = origin if origin is not None else Origin()
         self.model: ModelVersion | None = None
         self.trace: Any = None  # the request's trace while tracing is on (gateway.telemetry.tracing.RequestTrace)
+        self.plan: Plan | None = None
+        self.key: str | None = self.origin.route_key
 
     def resolve(self, name: str, version: str | int | None = None, label: str | None = None) -> ModelVersion:
         """The version serving ``name`` (and ``version`` or ``label``); remembered for the rest of the request."""
         self.name = name
         self.version = None if version is None or version == "" else str(version)
-        self.model = self.router.resolve(name, version, label)
+        self.model, self.plan = self.router.plan(name, version, label, self.key)
         return self.model

@@ -1,11 +1,14 @@
-"""origin_of: a gRPC call's Origin (``x-request-id``, ``traceparent``, ``tracestate`` metadata and the peer), and
-``return_id``: the request ID back to the caller as trailing metadata."""
+"""A gRPC call's metadata, both ways: ``origin_of`` reads the request's (``x-request-id``, ``traceparent``,
+``tracestate``, a route's ``tensorgate-route-key``, the peer) into an Origin; ``trailers`` answers with the request ID
+and, for a route, the variant that served (``tensorgate-variant``) as trailing metadata. Streams carry the variant in
+each response's parameters only."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.core.exchange import Origin, request_id
+from gateway.core.exchange import ROUTE_KEY_HEADER, VARIANT_HEADER, VARIANT_PARAMETER, Origin, request_id
+from gateway.core.types import InferResponse
 
 
 def origin_of(context: Any) -> Origin:
@@ -17,9 +20,21 @@ def origin_of(context: Any) -> Origin:
             origin.traceparent = value
         elif key == "tracestate":
             origin.tracestate = value
+        elif key == ROUTE_KEY_HEADER:
+            origin.route_key = value if isinstance(value, str) else value.decode("utf-8", "replace")
     return origin
 
 
-def return_id(context: Any, request_id: str | None) -> None:
+def variant_of(response: InferResponse) -> str | None:
+    variant = response.parameters.get(VARIANT_PARAMETER)
+    return str(variant) if variant else None
+
+
+def trailers(context: Any, request_id: str | None, variant: str | None = None) -> None:
+    metadata = []
     if request_id:
-        context.set_trailing_metadata((("x-request-id", request_id),))
+        metadata.append(("x-request-id", request_id))
+    if variant:
+        metadata.append((VARIANT_HEADER, variant))
+    if metadata:
+        context.set_trailing_metadata(tuple(metadata))

@@ -24,7 +24,7 @@ from gateway.core.exchange import Exchange
 from gateway.core.tfserving import check_signature, version_state
 from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.grpc import tfserving_codec as codec
-from gateway.grpc.origin import origin_of, return_id
+from gateway.grpc.origin import origin_of, trailers, variant_of
 from gateway.grpc.status import deadline_of
 from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD
 
@@ -43,15 +43,18 @@ class TFServingServicer:
         received = time.perf_counter()
         origin = origin_of(context)
         origin.request_bytes = len(raw) if raw is not None else 0
+        variant: str | None = None
 
         def sized(response: InferResponse) -> T:
+            nonlocal variant
+            variant = variant_of(response)
             result = encode(response)
             if isinstance(result, bytes):
                 origin.response_bytes = len(result)
             return result
 
         result = await self.dp.infer("tfs_grpc", decode, sized, received=received, origin=origin)
-        return_id(context, origin.request_id)
+        trailers(context, origin.request_id, variant)
         return result
 
     @staticmethod

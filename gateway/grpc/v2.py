@@ -12,9 +12,9 @@ from google.protobuf import json_format
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, ModelNotReady
 from gateway.core.exchange import Exchange, Origin, request_id
-from gateway.core.types import InferRequest
+from gateway.core.types import InferRequest, InferResponse
 from gateway.grpc.codec import decode_request, encode_response, set_param
-from gateway.grpc.origin import origin_of, return_id
+from gateway.grpc.origin import origin_of, trailers, variant_of
 from gateway.grpc.protos import model_config_pb2, service_pb2, service_pb2_grpc
 from gateway.grpc.status import abort, deadline_of
 
@@ -99,11 +99,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         received = time.perf_counter()
         origin = origin_of(context)
 
+        variant: str | None = None
+
         async def decode(x: Exchange) -> InferRequest:
             origin.request_bytes = request.ByteSize()
             return decode_request(request, deadline_of(context))
 
-        def encode(response: Any) -> Any:
+        def encode(response: InferResponse) -> Any:
+            nonlocal variant
+            variant = variant_of(response)
             message = encode_response(response)
             origin.response_bytes = message.ByteSize()
             return message
@@ -115,7 +119,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             )  # fmt: skip
         except GatewayError as exc:
             await abort(context, exc)
-        return_id(context, origin.request_id)
+        trailers(context, origin.request_id, variant)
         return message
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
@@ -124,6 +128,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             received = time.perf_counter()
             origin = Origin(request_id(request.id) or stream.request_id, stream.traceparent, stream.tracestate,
                             stream.peer)  # fmt: skip
+            origin.route_key = stream.route_key
 
             async def decode(x: Exchange, request: Any = request, origin: Origin = origin) -> InferRequest:
                 origin.request_bytes = request.ByteSize()

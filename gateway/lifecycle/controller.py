@@ -1,6 +1,9 @@
 """ModelController: decides which versions should be loaded — from the store's listing, each model's version
 policy and config (or its override), the models pinned unloaded through the repository API — and asks the
 ModelHost to load and retire them. ``sync()`` follows the store; ``load``/``unload`` are the repository API.
+
+It also decides which routes exist: a store folder with a ``route.yaml`` and no versions, an override file
+``<route>.route.yaml``, or the variants exported from one source model; published to the host after each sync.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import Any
 
 from gateway.core.errors import InvalidInput, ModelNotFound, Unsupported
 from gateway.lifecycle.host import ModelHost
-from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE
+from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE, RouteEntry
 from gateway.telemetry.metrics import Metrics
 from model_store import ConfigError, ModelConfig, ModelStore, StoreError, StoreUnavailable
 from model_store.base import check_model_name
+from model_store.route import OVERRIDE_SUFFIX, ROUTE_FILE, RouteConfig, auto_routes
+from runtimes import RUNTIMES
 
 log = logging.getLogger("tensorgate.controller")
 
@@ -31,6 +36,8 @@ class ModelController:
         self.config_overrides = config_overrides
         self.store_reason = ""  # why the store could not be read at the last sync ("" when it could)
         self._pinned_unloaded: set[str] = set()
+        self._route_files: dict[str, RouteEntry] = {}  # store folders holding a route.yaml, as last read
+        self._configs: dict[str, ModelConfig] = {}  # each model's config as last read (exported variants form routes)
         self._lock = asyncio.Lock()
 
     async def sync(self, only: Iterable[str] | None = None) -> None:
@@ -66,9 +73,13 @@ class ModelController:
                     if name not in present:
                         log.info("model %s left the store; unloading", name)
                         await self.host.unload_model(name)
+                for known in (self._route_files, self._configs):
+                    for name in [n for n in known if n not in present]:
+                        del known[name]
             else:
                 for name in wanted - present:
                     raise ModelNotFound(f"model {name!r} is not in the store {self.store.uri}")
+            self._publish_routes()
             self.metrics.store_poll(ok=True)
             if self.store_reason:
                 log.info("store %s is reachable again", self.store.uri)
@@ -93,13 +104,17 @@ class ModelController:
 
     async def _sync_model(self, name: str) -> None:
         loop = asyncio.get_running_loop()
+        versions = await loop.run_in_executor(None, self.store.list_versions, name)
+        if not versions and await self._read_route_file(name):
+            return
+        self._route_files.pop(name, None)
         try:
             config = await self._read_config(name)
         except ConfigError as exc:
             log.error("%s", exc)
             self.host.config_invalid(name, str(exc))
             return
-        versions = await loop.run_in_executor(None, self.store.list_versions, name)
+        self._configs[name] = config
         desired = config.version_policy.select(versions)
         known = self.host.get(name)
         config_changed = known is not None and known.config != config
@@ -119,6 +134,43 @@ class ModelController:
         if loads:
             await asyncio.gather(*loads)
         await self.host.retire(entry, set(desired))
+
+    # -- routes ------------------------------------------------------------------------------------------------
+    async def _read_route_file(self, name: str) -> bool:
+        """Whether the folder ``name`` (which has no versions) is a route; remembers its declaration."""
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(None, self.store.read_file, name, ROUTE_FILE)
+        if raw is None:
+            return False
+        if name in self.host.models:
+            log.info("%s is a route now; unloading the model of that name", name)
+            await self.host.unload_model(name)
+        self._route_files[name] = _route_entry(name, raw, f"{name}/{ROUTE_FILE}", "store")
+        return True
+
+    def _publish_routes(self) -> None:
+        """Routes from exported variants, then route.yaml folders, then override files (each replaces the one
+        before of the same name). A route named like a model is refused: the model keeps its name."""
+        routes = {
+            name: RouteEntry(name, config, "export")
+            for name, config in auto_routes(self._configs, list(RUNTIMES)).items()
+            if name not in self._configs
+        }
+        routes.update(self._route_files)
+        if self.config_overrides is not None and self.config_overrides.is_dir():
+            for path in sorted(self.config_overrides.glob(f"*{OVERRIDE_SUFFIX}")):
+                name = path.name[: -len(OVERRIDE_SUFFIX)]
+                try:
+                    check_model_name(name)
+                    raw = path.read_bytes()
+                except (StoreError, OSError) as exc:
+                    log.error("ignoring route override %s: %s", path, exc)
+                    continue
+                if name in self._configs:
+                    log.error("ignoring route override %s: %r is a model, not a route", path, name)
+                    continue
+                routes[name] = _route_entry(name, raw, str(path), "override")
+        self.host.publish_routes(routes)
 
     # -- repository API ----------------------------------------------------------------------------------------
     async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
@@ -146,3 +198,11 @@ def check_name(name: str) -> str:
         return check_model_name(name)
     except StoreError as exc:
         raise InvalidInput(str(exc)) from exc
+
+
+def _route_entry(name: str, raw: bytes, where: str, origin: str) -> RouteEntry:
+    try:
+        return RouteEntry(name, RouteConfig.parse(raw, where=where), origin)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return RouteEntry(name, None, origin, str(exc))

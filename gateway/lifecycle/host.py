@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.lifecycle.assembly import Assembler
-from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE, UNLOADING, ModelEntry, ModelVersion, VersionStatus
+from gateway.lifecycle.model import (
+    LOADING,
+    READY,
+    UNAVAILABLE,
+    UNLOADING,
+    ModelEntry,
+    ModelVersion,
+    RouteEntry,
+    VersionStatus,
+)
 from gateway.telemetry.metrics import Metrics
 from model_store import ModelConfig, ModelStore
 from runtimes import RuntimeLoadError, detect_format
@@ -41,6 +50,7 @@ class ModelHost:
         self.metrics = metrics
         self.assembler = assembler
         self.models: dict[str, ModelEntry] = {}
+        self.routes: dict[str, RouteEntry] = {}  # replaced as a whole by publish_routes
         self.drain_timeout = drain_timeout
         self._on_ready = on_ready
         self._load_pool = ThreadPoolExecutor(max_workers=load_threads, thread_name_prefix="tg-load")
@@ -48,6 +58,9 @@ class ModelHost:
     # -- what the router and the data plane read ---------------------------------------------------------------
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
+
+    def route(self, name: str) -> RouteEntry | None:
+        return self.routes.get(name)
 
     def index(self) -> list[dict[str, str]]:
         rows: list[dict[str, str]] = []
@@ -65,6 +78,16 @@ class ModelHost:
             yield from entry.versions.values()
 
     # -- what the controller asks for --------------------------------------------------------------------------
+    def publish_routes(self, routes: dict[str, RouteEntry]) -> None:
+        """The declared routes, published at once; an unchanged declaration keeps its entry (and policy state)."""
+        current = self.routes
+        self.routes = {
+            name: current[name]
+            if name in current and current[name].config == entry.config and current[name].reason == entry.reason
+            else entry
+            for name, entry in routes.items()
+        }
+
     def entry(self, name: str, config: ModelConfig) -> ModelEntry:
         """The entry for ``name`` (created if new) with ``config`` in force."""
         entry = self.models.get(name)

@@ -1,5 +1,6 @@
 """ModelVersion: one loaded version as the host publishes it (read-only), with the small owned objects that do
 change while it serves: its status (state and reason) and its in-flight count (admission and drain).
+RouteEntry: a declared route (a name served by several models) as the controller publishes it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from gateway.core.errors import InvalidInput, ServerUnavailable
 from gateway.execution.executor import Executor
 from gateway.telemetry.stats import ModelStats
 from model_store import ModelConfig
+from model_store.route import RouteConfig
 from runtimes import Runtime, Signature
 
 LOADING, READY, UNAVAILABLE, UNLOADING = "LOADING", "READY", "UNAVAILABLE", "UNLOADING"
@@ -130,3 +132,15 @@ class ModelEntry:
         """`` (v1: why; v2: why)`` for the versions that have a reason, or an empty string."""
         reasons = [f"v{m.version}: {m.reason}" for m in self.versions.values() if m.reason]
         return f" ({'; '.join(reasons)})" if reasons else ""
+
+
+@dataclass(frozen=True, eq=False)
+class RouteEntry:
+    """A route as declared: its config (None when the declaration is invalid: ``reason`` says why) and where it
+    was declared (``store``: route.yaml, ``override``: the config overrides folder, ``export``: exported variants
+    of one source model). Replaced, never changed, so the Router rebuilds its policy state only on a change."""
+
+    name: str
+    config: RouteConfig | None
+    origin: str
+    reason: str = ""

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, InvalidInput
-from gateway.core.exchange import Exchange, Origin, request_id
+from gateway.core.exchange import ROUTE_KEY_HEADER, VARIANT_HEADER, VARIANT_PARAMETER, Exchange, Origin, request_id
 from gateway.core.types import InferRequest, InferResponse
 from gateway.lifecycle.model import ModelVersion
 from gateway.rest.body import read_body
@@ -29,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 _JSON = [(b"content-type", b"application/json")]
+_ROUTE_KEY = ROUTE_KEY_HEADER.encode()
+_VARIANT = VARIANT_HEADER.encode()
 _PREFIX = "/v2/models/"
 _SUFFIX = "/infer"
 
@@ -106,6 +108,8 @@ class _InferCall:
                 self.origin.traceparent = value.decode("latin-1")
             elif key == b"tracestate":
                 self.origin.tracestate = value.decode("latin-1")
+            elif key == _ROUTE_KEY:
+                x.key = self.origin.route_key = value.decode("latin-1")
         body = await read_body(self.receive, declared, content_encoding, self.limit)
         self.origin.request_bytes = len(body)
         raw_input = raw_input_spec(x.resolve(self.name, self.version)) if header_length == "0" else None
@@ -122,6 +126,9 @@ class _InferCall:
                 (b"content-type", b"application/octet-stream"),
                 (b"inference-header-content-length", str(json_length).encode()),
             ]
+        variant = response.parameters.get(VARIANT_PARAMETER)
+        if variant:
+            headers.append((_VARIANT, str(variant).encode()))
         if self.accept:
             payload, encoding = compress(payload, self.accept)
             if encoding:

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import InvalidInput
-from gateway.core.exchange import Exchange, Origin, request_id
+from gateway.core.exchange import ROUTE_KEY_HEADER, VARIANT_HEADER, VARIANT_PARAMETER, Exchange, Origin, request_id
 from gateway.core.tfserving import check_signature, version_state
 from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.rest import tfserving_codec as codec
@@ -67,6 +67,7 @@ async def post(request: Request) -> Response:
     origin = Origin(
         request_id(headers.get("x-request-id")), headers.get("traceparent"), headers.get("tracestate"), request.client
     )
+    origin.route_key = headers.get(ROUTE_KEY_HEADER)
     call = _PostCall(request, t, origin)
     result: Response = await dp.infer(
         "tfs_rest", call.decode, call.encode, name=t["model"], version=t["version"], received=received, origin=origin
@@ -120,4 +121,8 @@ class _PostCall:
             encoder = codec.encode_classify if self.verb == "classify" else codec.encode_regress
             body = encoder(outputs, self.examples)
         self.origin.response_bytes = len(body)
-        return _json(body)
+        reply = _json(body)
+        variant = response.parameters.get(VARIANT_PARAMETER)
+        if variant:
+            reply.headers[VARIANT_HEADER] = str(variant)
+        return reply

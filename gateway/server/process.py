@@ -25,7 +25,7 @@ from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.warmup import Warmer
-from gateway.routing.router import VersionRouter
+from gateway.routing.routes import RouteRouter
 from gateway.server.metrics_port import MetricsPort
 from gateway.server.settings import Settings
 from gateway.telemetry.access import AccessLog
@@ -58,8 +58,8 @@ class Server:
         )
         self.tracing = _tracing() if settings.tracing else None
         self.dataplane = DataPlane(
-            self.host, VersionRouter(self.host), self.metrics, self.controller, ServerInfo(version=__version__),
-            access_log=self.access_log, tracing=self.tracing,
+            self.host, RouteRouter(self.host, self.metrics.routes), self.metrics, self.controller,
+            ServerInfo(version=__version__), access_log=self.access_log, tracing=self.tracing,
         )  # fmt: skip
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()

@@ -17,6 +17,10 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest as text_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
 from gateway.telemetry.metrics import STAGES, STATES, _fmt, _Histogram
 
 if TYPE_CHECKING:
@@ -102,6 +106,7 @@ class Renderer:
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
         self._labels: dict[tuple[str, ...], str] = {}
+        self._route_registry: CollectorRegistry | None = None
 
     def _l(self, names: Sequence[str], values: tuple[str, ...]) -> str:
         found = self._labels.get(values)
@@ -124,8 +129,18 @@ class Renderer:
         out.append(_header("tensorgate_requests", "counter", "Inference requests by outcome code.", om))
         out.extend(self._requests(s) for s in series)
         self._gauges(out, om)
+        out.append(self._routes(om))
         out.append(b"# EOF\n" if om else b"")
         return b"".join(out)
+
+    def _routes(self, om: bool) -> bytes:
+        """The routes' instruments (few: routes x variants), through prometheus_client's own writers."""
+        if self._route_registry is None:
+            self._route_registry = CollectorRegistry(auto_describe=False)
+            self._route_registry.register(self.m.routes)
+        if om:
+            return openmetrics_latest(self._route_registry).removesuffix(b"# EOF\n")
+        return text_latest(self._route_registry)
 
     def _requests(self, s: ModelSeries) -> bytes:
         stamp = s.stamp

@@ -125,6 +125,9 @@ class Metrics:
         self._store_last_sync = 0.0
         self.started = time.time()
         self._renderer: Any = None
+        from gateway.telemetry.route_metrics import RouteMetrics  # imports this module's histogram
+
+        self.routes = RouteMetrics()
 
     # -- per-model setup ---------------------------------------------------------------------------------------
     def set_sla(self, model: str, version: str, runtime: str, targets: dict[str, float]) -> None:

@@ -9,12 +9,15 @@ import re
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.routing.shadow import compare
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.route_metrics import RouteState, VariantState
 from tests.deploy.manifests import DASHBOARD, DASHBOARD_SCHEMA, RULES
 
 METRIC_NAME = re.compile(r"\b(?:tensorgate_\w+|model_runtime:\w+:\w+)")
@@ -48,6 +51,15 @@ def exported_names() -> set[str]:
     metrics.observe_load("m", "1", "onnx", 0.5, ok=False)
     metrics.observe_batch(("m", "1", "onnx"), 2)
     metrics.store_poll(ok=True)
+    routes = metrics.routes
+    routes.series("r", "a", [0.02]).observe("OK", 0.01)
+    routes.fallback("r", "a", "INTERNAL")
+    shadow = routes.shadow("r", "b")
+    shadow.count("compared")
+    shadow.results["beyond"] = 1
+    compare({"y": np.ones((1, 2))}, {"y": np.zeros((1, 2))}, shadow, 0.0, 0.0)
+    variant = VariantState("r", "a", chosen=True, weight=0.9, breaker_open=False, latency={"p99": 0.03})
+    routes.state = lambda: [RouteState("r", "sla", False, {"p99": 0.02}, [variant])]
     text = metrics.exposition().decode()
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 

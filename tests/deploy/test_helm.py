@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from gateway.server.settings import Settings
+from model_store.route import RouteConfig
 from tests.deploy.manifests import ADAPTER_RULES, CHART, CUSTOM_KINDS, RULE_TESTS, RULES, render_chart, validate_core
 
 S3_FULL: dict[str, Any] = {
@@ -30,6 +31,12 @@ S3_FULL: dict[str, Any] = {
         },
     },
     "models": {"resnet50": {"sla": {"p99_ms": 25}, "instances": 2}, "bert": {"max_batch_size": 8}},
+    "routes": {
+        "resnet": {
+            "policy": "weighted",
+            "variants": [{"model": "resnet50", "weight": 90}, {"model": "resnet50_v2", "weight": 10}],
+        }
+    },
     "server": {"extraSettings": {"LOG_LEVEL": "debug"}, "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "2"}]},
     "autoscaling": {"mode": "hpa", "metric": "inflight", "minReplicas": 2, "maxReplicas": 8},
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -238,6 +245,8 @@ def test_model_overrides_are_mounted(rendered: dict[str, list[dict[str, Any]]]) 
     models = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-models"))
     assert yaml.safe_load(models["data"]["resnet50.yaml"]) == {"sla": {"p99_ms": 25}, "instances": 2}
     assert yaml.safe_load(models["data"]["bert.yaml"]) == {"max_batch_size": 8}
+    route = RouteConfig.parse(models["data"]["resnet.route.yaml"])  # what the server will read
+    assert route.policy == "weighted" and route.names == ["resnet50", "resnet50_v2"]
     mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
     assert mounts["config-overrides"]["mountPath"] == "/etc/tensorgate/models"
     assert config_env(docs)["TENSORGATE_CONFIG_OVERRIDES"] == "/etc/tensorgate/models"
@@ -386,7 +395,7 @@ def test_prometheus_rule_values_are_applied(
     assert "TensorgateStoreStale" not in alerts
     assert set(alerts) == {
         "TensorgateSLABurnRateFast", "TensorgateSLABurnRateSlow", "TensorgateHighErrorRate",
-        "TensorgateModelUnavailable",
+        "TensorgateModelUnavailable", "TensorgateRouteNoVariantMeetsSLA", "TensorgateShadowDivergence",
     }  # fmt: skip
     assert all(a["labels"]["team"] == "ml-platform" and a["labels"]["severity"] for a in alerts.values())
     assert alerts["TensorgateSLABurnRateFast"]["labels"]["severity"] == "critical"

@@ -12,6 +12,8 @@ import yaml
 from tests.deploy.manifests import ADAPTER_RULES, CHART, DEPLOY, RULE_TESTS, RULES
 
 ALERTS = {
+    "TensorgateRouteNoVariantMeetsSLA",
+    "TensorgateShadowDivergence",
     "TensorgateSLABurnRateFast",
     "TensorgateSLABurnRateSlow",
     "TensorgateHighErrorRate",
@@ -27,7 +29,7 @@ def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_check_rules(promtool: str) -> None:
     proc = run([promtool, "check", "rules", str(RULES)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 27 rules found" in proc.stdout
+    assert "SUCCESS: 29 rules found" in proc.stdout
 
 
 def test_rule_unit_tests_pass(promtool: str) -> None:

@@ -26,6 +26,7 @@ from tests.deploy.prometheus_server import PrometheusServer
 from tests.onnx_models import dense_model
 
 MODEL = "affine"
+ROUTE = "affine_route"  # sla over affine and affine_b, mirroring half its requests to affine_drift
 #: The labels the chart's ServiceMonitor puts on every series, so the chart's KEDA queries and the
 #: prometheus-adapter rules can run here verbatim.
 TARGET_LABELS = {"namespace": "serving", "service": "demo-tensorgate", "pod": "demo-tensorgate-7d9c-abcde"}
@@ -40,10 +41,17 @@ def tensorgate_command() -> str:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """affine: a dense ONNX layer with a p99 SLA of 20 ms; broken: an artefact that fails to load."""
+    """affine: a dense ONNX layer with a p99 SLA of 20 ms; broken: an artefact that fails to load; a route over
+    affine and a copy, with a drifted shadow."""
     root = tmp_path_factory.mktemp("store")
     dense_model(root / MODEL / "1" / "model.onnx", n_in=4, n_out=3)
     (root / MODEL / "config.yaml").write_text("sla:\n  p99_ms: 20\n")
+    dense_model(root / "affine_b" / "1" / "model.onnx", n_in=4, n_out=3)
+    dense_model(root / "affine_drift" / "1" / "model.onnx", n_in=4, n_out=3, perturb=0.05)
+    (root / ROUTE).mkdir()
+    (root / ROUTE / "route.yaml").write_text(
+        f"policy: sla\nvariants: [{MODEL}, affine_b]\nsla: {{p99_ms: 20}}\nshadow: {{model: affine_drift, share: 0.5}}\n"
+    )
     (root / "broken" / "1").mkdir(parents=True)
     (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx model")
     return root
@@ -116,7 +124,8 @@ class Traffic(threading.Thread):
                     elif i % 20 == 2:
                         resp = client.post("/v2/models/broken/infer", json=self.body(1))
                     else:
-                        resp = client.post(f"/v2/models/{MODEL}/infer", json=self.body(1 + i % 4))
+                        target = ROUTE if i % 2 else MODEL
+                        resp = client.post(f"/v2/models/{target}/infer", json=self.body(1 + i % 4))
                     self.codes[resp.status_code] = self.codes.get(resp.status_code, 0) + 1
                     time.sleep(0.01)
         except BaseException as exc:  # reported by the test that reads it
@@ -174,8 +183,13 @@ def settled(server: PrometheusServer, traffic: Traffic) -> bool:
 
 
 def substitute(expr: str) -> str:
-    """A panel query as Grafana would send it for model=affine, runtime=All."""
-    return expr.replace("$__rate_interval", "1m").replace("$model", MODEL).replace("$runtime", ".*")
+    """A panel query as Grafana would send it for model=affine, runtime=All, route=All."""
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$model", MODEL)
+        .replace("$runtime", ".*")
+        .replace("$route", ".*")
+    )
 
 
 def dashboard_targets() -> list[tuple[str, str]]:
@@ -213,6 +227,7 @@ def test_template_variables_list_the_model_and_runtime(prometheus: PrometheusSer
         found[name] = prometheus.label_values(match.group(2), match.group(1))
     assert MODEL in found["model"] and "broken" in found["model"]
     assert found["runtime"] == ["onnx"]
+    assert found["route"] == [ROUTE]
 
 
 @pytest.mark.parametrize("record", recorded())
@@ -225,7 +240,7 @@ def test_recording_rule_returns_data(prometheus: PrometheusServer, record: str) 
 def test_every_rule_evaluates_without_error(prometheus: PrometheusServer) -> None:
     groups = prometheus.api("rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
-    assert len(rules) == 27
+    assert len(rules) == 29
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
 

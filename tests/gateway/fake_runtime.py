@@ -1,7 +1,8 @@
 """FakeRuntime: a real Runtime subclass computing ``y = scale * x`` in numpy, for data-plane unit tests.
 
-The version folder's ``model.onnx`` holds the behaviour as text: a number (the scale) or ``fail`` (load raises
-RuntimeLoadError). Inputs steer inference: ``x[0, 0] == -1`` raises RuntimeInputError, ``-2`` crashes with
+The version folder's ``model.onnx`` holds the behaviour as text: a number (the scale), ``wide:<scale>`` (the
+input is [-1, 4]: a different signature) or ``fail`` (load raises RuntimeLoadError). ``failing = True`` makes
+every call fail (a crashing runtime). Inputs steer inference: ``x[0, 0] == -1`` raises RuntimeInputError, ``-2`` crashes with
 ZeroDivisionError. ``gate`` (a threading.Event) makes ``infer`` block until it is set.
 """
 
@@ -39,6 +40,8 @@ class FakeRuntime(Runtime):
         self.calls = 0
         self.unloaded = False
         self.gate: threading.Event | None = None
+        self.failing = False
+        self.own_signature = SIGNATURE
         self.entered = threading.Semaphore(0)
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
@@ -50,10 +53,13 @@ class FakeRuntime(Runtime):
             self.load_gate.wait(10)
         if text == "fail":
             raise RuntimeLoadError(f"artefact of v{self.version} is marked to fail")
+        if text.startswith("wide:"):
+            text = text[len("wide:") :]
+            self.own_signature = Signature(inputs=(TensorSpec("x", "FP32", (-1, 4)),), outputs=SIGNATURE.outputs)
         self.scale = float(text)
 
     def signatures(self) -> Mapping[str, Signature]:
-        return {SIGNATURE.name: SIGNATURE}
+        return {self.own_signature.name: self.own_signature}
 
     def infer(
         self,
@@ -65,6 +71,8 @@ class FakeRuntime(Runtime):
         self.entered.release()
         if self.gate is not None and not self.gate.wait(10):
             raise TimeoutError("test gate was never opened")
+        if self.failing:
+            raise RuntimeError("this runtime was made to fail")
         x = inputs["x"]
         if x.size and x.flat[0] == -1:
             raise RuntimeInputError("x must not start with -1")

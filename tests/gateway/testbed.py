@@ -21,7 +21,7 @@ from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.model import ModelVersion
-from gateway.routing.router import VersionRouter
+from gateway.routing.routes import RouteRouter
 from gateway.telemetry.metrics import Metrics
 from model_store.local import LocalStore
 from tests.gateway.fake_runtime import FakeRuntime, runtime_class
@@ -64,7 +64,7 @@ class Testbed:
         assembler = Assembler(lambda fmt: self.runtime, self.metrics)
         self.host = ModelHost(store, self.metrics, assembler, on_ready=self._on_ready, drain_timeout=5.0)
         self.controller = ModelController(store, self.host, self.metrics)
-        self.router = VersionRouter(self.host)
+        self.router = RouteRouter(self.host, self.metrics.routes)
         self.dataplane = DataPlane(self.host, self.router, self.metrics, self.controller)
         self._sync = sync
 

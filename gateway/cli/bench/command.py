@@ -39,6 +39,7 @@ from gateway.cli.bench.load import (
 )
 from gateway.cli.bench.report import render_html, terminal_table
 from gateway.cli.bench.result import Run, Variant, capacity, verdict_runs, winner
+from gateway.cli.bench.route import RouteBenchError, drive_route, route_html, route_table, shadow_lines
 from gateway.cli.bench.scrape import ServerWindow, Snapshot, parse_snapshot, window
 from gateway.cli.bench.server import GatewayProcess
 from gateway.grpc.client import GrpcLoad
@@ -65,6 +66,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     pick = what.add_mutually_exclusive_group(required=True)
     pick.add_argument("--models", help="comma-separated model names (the variants to compare)")
     pick.add_argument("--source", help="every variant exported from this source model (<source>_<format>)")
+    pick.add_argument(
+        "--route", help="drive one route (REST, the first --concurrency level) and plot which variant served over time"
+    )
     what.add_argument(
         "--concurrency", default="1,4,16", help="closed loop: comma-separated in-flight request counts ('' for none)"
     )
@@ -195,8 +199,10 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.duration <= 0 or args.warmup < 0 or (args.batch is not None and args.batch < 1):
             raise BenchError("--duration must be > 0, --warmup >= 0 and --batch >= 1")
         rates = parse_rates(args.rate)
-        levels = parse_levels(args.concurrency, allow_empty=bool(rates) or args.sweep)
+        levels = parse_levels(args.concurrency, allow_empty=bool(rates) or args.sweep or bool(args.route))
         args.rates = rates
+        if args.route:
+            return _run_route(args, console, levels[0] if levels else 16)
         with _gateway(args, console) as (rest_url, grpc_target, metrics_url):
             plan = _plan(args, rest_url, grpc_target, metrics_url, levels)
             doc = _run(plan, console, progress=not args.no_progress)
@@ -224,6 +230,31 @@ def run_bench(args: argparse.Namespace) -> int:
         args.html.write_text(page, encoding="utf-8")
         console.print(f"HTML report written to {args.html}")
     return 1 if doc["aborted"] else 0
+
+
+def _run_route(args: argparse.Namespace, console: Console, concurrency: int) -> int:
+    """``--route``: one closed-loop run against the route; the table, and the timeline as JSON and HTML."""
+    with _gateway(args, console) as (rest_url, _grpc_target, _metrics_url):
+        console.print(f"driving route {args.route} for {args.duration:.0f}s at concurrency {concurrency} ...")
+        try:
+            doc = asyncio.run(
+                drive_route(rest_url, args.route, concurrency, args.duration, batch=args.batch or 1, seed=args.seed)
+            )
+        except RouteBenchError as exc:
+            raise BenchError(str(exc)) from None
+    out = Console(width=160)
+    out.print(route_table(doc))
+    for line in shadow_lines(doc):
+        out.print(line)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        console.print(f"JSON written to {args.json}")
+    if args.html is not None:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(route_html(doc), encoding="utf-8")
+        console.print(f"HTML report written to {args.html}")
+    return 1 if doc["errors"] else 0
 
 
 @contextlib.contextmanager
