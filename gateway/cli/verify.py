@@ -5,6 +5,7 @@ gateway over V2 REST) and compare every output with the recorded one, within the
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,23 @@ def _verify_version(
         return VariantReport(model, version, fmt, problem=f"{type(exc).__name__}: {exc}")
 
 
+def shadow_report(url: str) -> list[str]:
+    """What the gateway at ``url`` measured of its routes' shadow variants on live traffic (cumulative since it
+    started): calls, comparisons within/beyond tolerance, largest abs/rel error per output, argmax agreement."""
+    import httpx
+
+    from gateway.cli.bench.route import shadow_figures, shadow_lines
+
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    text = httpx.get(f"{parsed.scheme}://{parsed.netloc}/metrics", timeout=30).text
+    routes = sorted(set(re.findall(r'^tensorgate_shadow_requests_total\{[^}]*route="([^"]+)"', text, re.MULTILINE)))
+    lines: list[str] = []
+    for route in routes:
+        lines.append(f"route {route}, shadow traffic on live requests:")
+        lines.extend(f"  {line}" for line in shadow_lines({"shadow": shadow_figures(text, route)}))
+    return lines
+
+
 def _client(url: str) -> Any:
     try:
         import tritonclient.http as httpclient
@@ -177,6 +195,9 @@ def run_verify(args: argparse.Namespace) -> int:
         errors.print(f"[red]verify failed:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     console.print(report_table(reports))
+    if args.url:
+        for line in shadow_report(args.url):
+            console.print(line, highlight=False, soft_wrap=True)
     failed = [r for r in reports if not r.ok and not (r.problem == "no golden samples" and models is None)]
     for report in failed:
         reason = report.problem or failures(report.results)

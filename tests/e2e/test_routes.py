@@ -11,6 +11,7 @@ waited for with generous timeouts and printed (for the notes), never asserted.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -282,6 +283,25 @@ def test_shadow_a_drifted_variant_diverges_and_an_identical_one_agrees(route_ser
     # shadow calls are not client requests of the shadow variant
     assert _scrape(route_server, "tensorgate_requests_total", model="drifted", version="1", runtime="onnx",
                    protocol="rest", code="OK") == 0.0  # fmt: skip
+
+
+def test_verify_reports_the_shadows_divergence_on_live_traffic(
+    route_server: ServerProcess, route_store: Path, capsys: Any
+) -> None:
+    """After the shadow test's traffic, ``tensorgate verify --url`` reports each route's shadow: the drifted
+    variant's comparisons beyond tolerance and its error, the identical one's agreement."""
+    from gateway.cli.main import main
+
+    main(["verify", "--store", str(route_store), "--url", route_server.http])
+    out = capsys.readouterr().out
+    drifted = re.search(r"shadow drifted: .*comparisons .*beyond (\d+).*\n\s+output y: max abs error ([0-9.e+-]+)", out)
+    same = re.search(
+        r"shadow same: .*comparisons .*within (\d+).*\n\s+output y: max abs error ([0-9.e+-]+).*argmax agrees on (\d+) of (\d+) rows",
+        out,
+    )
+    assert "route checked, shadow traffic on live requests" in out and drifted and same, out
+    assert int(drifted.group(1)) >= 30 and float(drifted.group(2)) > 1e-3
+    assert int(same.group(1)) >= 30 and float(same.group(2)) == 0.0 and same.group(3) == same.group(4)
 
 
 def test_a_route_is_served_by_the_tf_serving_rest_api_and_named_in_the_header(route_server: ServerProcess) -> None:
