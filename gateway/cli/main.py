@@ -33,6 +33,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--log-format", choices=["text", "json"])
+    sec = p.add_argument_group("security (README: Security)")
+    sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
+    sec.add_argument(
+        "--auth-open", type=lambda v: [g for g in v.split(",") if g],
+        help="comma-separated endpoint groups that need no key (default health,metrics; also read, infer, admin)",
+    )  # fmt: skip
+    sec.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and gRPC over TLS (re-read on change)")
+    sec.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    sec.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)")
+    sec.add_argument(
+        "--strict-readiness", action=argparse.BooleanOptionalAction, default=None,
+        help="ready only when every version the store and policies want is READY (default on)",
+    )  # fmt: skip
+    sec.add_argument("--exit-on-error", action="store_true", default=None, help="exit 1 if a model fails at startup")
+    sec.add_argument("--allow-pickle", action="store_true", default=None, help="load torch archives with pickled parts")
+    sec.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 30)")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -43,8 +59,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
     settings = Settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
-    run(settings)
-    return 0
+    return run(settings)
 
 
 def _optional(module: str, add: str, run_name: str) -> tuple[Any, Any] | None:

@@ -79,6 +79,7 @@ class DataPlane:
         self.info = info or ServerInfo()
         self.started = False  # set once the initial load finished
         self.draining = False
+        self.readiness: Callable[[], str | None] | None = None  # why not ready (None: ready); strict readiness
 
     # -- inference ---------------------------------------------------------------------------------------------
     async def infer(
@@ -174,7 +175,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.started and not self.draining
+        return self.started and not self.draining and (self.readiness is None or self.readiness() is None)
 
     def model_ready(self, name: str, version: str | None = None, label: str | None = None) -> bool:
         """Whether ``name`` (``version``) can serve now; NOT_FOUND for a model the server does not know."""
@@ -183,6 +184,8 @@ class DataPlane:
             return False
         try:
             self.router.resolve(name, version, label)
+        except ModelNotFound:
+            raise  # a version or label that does not exist is 404, as for its metadata
         except GatewayError:
             return False
         return True

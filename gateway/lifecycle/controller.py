@@ -30,6 +30,8 @@ class ModelController:
         self.metrics = metrics
         self.config_overrides = config_overrides
         self.store_reason = ""  # why the store could not be read at the last sync ("" when it could)
+        self.listed = False  # the store has been listed at least once
+        self.wanted: dict[str, set[int]] = {}  # the versions each model's policy wants, as of its last sync
         self._pinned_unloaded: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -44,6 +46,7 @@ class ModelController:
                 return
             wanted = set(only) if only is not None else None
             present = set(names)
+            self.listed = True
             if not present and any(e.ready_versions() for e in self.host.models.values()):
                 # An empty listing while models serve is far more often a store hiccup (a bucket being
                 # restored, a wrong mount) than a wish to serve nothing: keep serving and say so.
@@ -65,6 +68,7 @@ class ModelController:
                 for name in list(self.host.models):
                     if name not in present:
                         log.info("model %s left the store; unloading", name)
+                        self.wanted.pop(name, None)
                         await self.host.unload_model(name)
             else:
                 for name in wanted - present:
@@ -98,9 +102,11 @@ class ModelController:
         except ConfigError as exc:
             log.error("%s", exc)
             self.host.config_invalid(name, str(exc))
+            self.wanted.setdefault(name, set())
             return
         versions = await loop.run_in_executor(None, self.store.list_versions, name)
         desired = config.version_policy.select(versions)
+        self.wanted[name] = set(desired)
         known = self.host.get(name)
         config_changed = known is not None and known.config != config
         entry = self.host.entry(name, config)
@@ -138,7 +144,42 @@ class ModelController:
             if name not in self.host.models:
                 raise ModelNotFound(f"model {name!r} is not loaded")
             self._pinned_unloaded.add(name)
+            self.wanted.pop(name, None)
             await self.host.unload_model(name)
+
+    # -- readiness ---------------------------------------------------------------------------------------------
+    def unready(self, need_listing: bool = True) -> str | None:
+        """Why the server should not count as ready, or None: the store was never listed (``need_listing``), a
+        model's config is invalid, or a version its policy wants is not READY. A version loading beside a READY
+        one of the same model does not count (a rollout keeps serving)."""
+        if need_listing and not self.listed:
+            return f"the store {self.store.uri} has not been listed yet: {self.store_reason or 'starting'}"
+        for name in sorted(self.wanted):
+            entry = self.host.get(name)
+            if entry is None:
+                continue
+            serving = bool(entry.ready_versions())
+            placeholder = entry.versions.get(0)
+            if placeholder is not None and placeholder.state == UNAVAILABLE and 0 not in self.wanted[name]:
+                return f"model {name}: {placeholder.reason}"
+            for version in sorted(self.wanted[name]):
+                model = entry.versions.get(version)
+                state = model.state if model is not None else "not loaded"
+                if state == READY or (state == LOADING and serving):
+                    continue
+                reason = f": {model.reason}" if model is not None and model.reason else ""
+                return f"model {name} v{version} is {state}{reason}"
+        return None
+
+    def failed(self) -> list[str]:
+        """The models whose wanted versions failed to load (UNAVAILABLE), as ``name vN: reason`` lines."""
+        rows = []
+        for name, versions in sorted(self.wanted.items()):
+            entry = self.host.get(name)
+            for model in [] if entry is None else entry.versions.values():
+                if model.state == UNAVAILABLE and (model.version in versions or model.version == 0):
+                    rows.append(f"{name} v{model.version}: {model.reason}")
+        return rows
 
 
 def check_name(name: str) -> str:

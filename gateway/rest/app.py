@@ -8,18 +8,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.core.auth import Guard
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError
 from gateway.rest import metrics as metrics_routes
 from gateway.rest import tfserving, v2
+from gateway.rest.auth import ASGIApp, AuthApp
 from gateway.rest.fastpath import InferApp
 from gateway.rest.responses import error_response
 from gateway.server.settings import Settings
 
 
-def create_app(dataplane: DataPlane, settings: Settings) -> InferApp:
-    """The HTTP application: the infer fast path in front of the FastAPI routes."""
-    return InferApp(create_routes(dataplane, settings), dataplane, settings)
+def create_app(dataplane: DataPlane, settings: Settings, guard: Guard | None = None) -> ASGIApp:
+    """The HTTP application: authentication (when keys are configured), then the infer fast path in front of the
+    FastAPI routes."""
+    app = InferApp(create_routes(dataplane, settings), dataplane, settings)
+    return AuthApp(app, guard) if guard is not None and guard.enabled else app
 
 
 def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:

@@ -20,6 +20,7 @@ import orjson
 import uvicorn
 
 from gateway import __version__
+from gateway.core.auth import Guard, KeyRing, ModelAccessRouter, RestrictedControl
 from gateway.core.dataplane import DataPlane, ServerInfo
 from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
@@ -48,9 +49,10 @@ class Server:
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
-        self.dataplane = DataPlane(
-            self.host, VersionRouter(self.host), self.metrics, self.controller, ServerInfo(version=__version__)
-        )
+        self.guard = Guard(KeyRing(Path(settings.auth_keys)) if settings.auth_keys else None, settings.auth_open)
+        control = RestrictedControl(self.controller, self.guard, explicit=settings.model_control == "explicit")
+        router = ModelAccessRouter(VersionRouter(self.host)) if self.guard.enabled else VersionRouter(self.host)
+        self.dataplane = DataPlane(self.host, router, self.metrics, control, ServerInfo(version=__version__))
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._http: uvicorn.Server | None = None
@@ -63,17 +65,17 @@ class Server:
         from gateway.rest.metrics_app import create_metrics_app
 
         s = self.settings
-        app = create_app(self.dataplane, s)
+        app = create_app(self.dataplane, s, self.guard)
         self._http, http_port = await self._start_uvicorn(app, s.http_port)
         self.ports["http"] = http_port
         if s.grpc_port >= 0:
             from gateway.grpc.server import start_grpc
 
-            self._grpc, grpc_port = await start_grpc(self.dataplane, s)
+            self._grpc, grpc_port = await start_grpc(self.dataplane, s, self.guard)
             self.ports["grpc"] = grpc_port
         if s.metrics_port >= 0:
             self._metrics_server, metrics_port = await self._start_uvicorn(
-                create_metrics_app(self.dataplane), s.metrics_port
+                create_metrics_app(self.dataplane, self.guard), s.metrics_port
             )
             self.ports["metrics"] = metrics_port
         log.info(
@@ -83,6 +85,15 @@ class Server:
         if s.port_file:
             await asyncio.to_thread(_write_atomically, Path(s.port_file), orjson.dumps(self.ports))
         await self._initial_load()
+        if s.exit_on_error:
+            problems = self.controller.failed()
+            if s.model_control != "explicit" and not self.controller.listed:
+                problems.insert(0, f"store {self.store.uri}: {self.controller.store_reason or 'not listed'}")
+            if problems:
+                raise StartupError("--exit-on-error: " + "; ".join(problems))
+        if s.strict_readiness:
+            need_listing = s.model_control != "explicit"
+            self.dataplane.readiness = lambda: self.controller.unready(need_listing)
         self.dataplane.started = True
         if s.model_control == "poll" and s.poll_interval > 0:
             self._tasks.append(asyncio.create_task(self._poll()))
@@ -141,7 +152,8 @@ class Server:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until stopped; the exit status (1 when ``--exit-on-error`` refused the start)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -149,8 +161,12 @@ class Server:
         try:
             await self.start()
             await self._stop.wait()
+        except StartupError as exc:
+            log.error("%s", exc)
+            return 1
         finally:
             await self.shutdown()
+        return 0
 
     async def shutdown(self) -> None:
         log.info("shutting down: not ready, draining in-flight requests (grace %.0fs)", self.settings.grace_period)
@@ -173,14 +189,18 @@ class Server:
         log.info("stopped")
 
 
+class StartupError(RuntimeError):
+    """The server refuses to start serving (``--exit-on-error`` with a failed model or an unreadable store)."""
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
-def run(settings: Settings) -> None:
-    """Run the server on uvloop until SIGTERM/SIGINT."""
+def run(settings: Settings) -> int:
+    """Run the server on uvloop until SIGTERM/SIGINT; the exit status."""
     try:
         import uvloop
 
@@ -188,4 +208,4 @@ def run(settings: Settings) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.Runner()
     with runner:
-        runner.run(Server(settings).run())
+        return runner.run(Server(settings).run())

@@ -33,3 +33,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     load_threads: int = Field(default=2, ge=1)
+    # -- security (README "Security")
+    auth_keys: str | None = None  # YAML file of hashed API keys with scopes (gateway.core.auth); None: no auth
+    auth_open: list[str] = Field(default_factory=lambda: ["health", "metrics"])  # endpoint groups needing no key
+    tls_cert: str | None = None  # PEM certificate chain: HTTPS and gRPC over TLS (re-read when it changes)
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    strict_readiness: bool = True  # ready only when every version the store and policies want is READY
+    exit_on_error: bool = False  # exit non-zero when a model fails to load at startup
+    allow_pickle: bool = False  # load torch.export archives whose weights are pickled (runs code from the store)
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds a request body may take to arrive (408 beyond)

@@ -170,7 +170,11 @@ def test_client_deadline_is_honoured(client: tg.InferenceServerClient, server: S
 def test_large_message_and_limit(onnx_store: Path, tmp_path: Path) -> None:
     """64 MiB of FP32 passes under the default limit; beyond a configured limit the call is RESOURCE_EXHAUSTED."""
     big = np.random.default_rng(0).standard_normal((1, 16 * 1024 * 1024)).astype(np.float32)  # 64 MiB
-    proc = ServerProcess(onnx_store, tmp_path, ["--poll-interval", "0", "--grpc-max-message-bytes", str(80 << 20)])
+    proc = ServerProcess(
+        onnx_store,
+        tmp_path,
+        ["--poll-interval", "0", "--no-strict-readiness", "--grpc-max-message-bytes", str(80 << 20)],
+    )
     proc.start()
     try:
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
@@ -199,7 +203,9 @@ def test_sigterm_drains_in_flight_and_reports_not_ready(onnx_store: Path, tmp_pa
     import threading
     import time
 
-    proc = ServerProcess(onnx_store, tmp_path, ["--poll-interval", "0", "--shutdown-delay", "1"]).start()
+    proc = ServerProcess(
+        onnx_store, tmp_path, ["--poll-interval", "0", "--no-strict-readiness", "--shutdown-delay", "1"]
+    ).start()
     client = tg.InferenceServerClient(proc.grpc)
     x = np.ones((1, 16), np.float32)
     inp = tg.InferInput("x", [1, 16], "FP32")
