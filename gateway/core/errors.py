@@ -54,6 +54,13 @@ class PayloadTooLarge(GatewayError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class RequestTimeout(GatewayError):
+    """The request body did not arrive in time (a slow or stalled client)."""
+
+    http_status = 408
+    code = "DEADLINE_EXCEEDED"
+
+
 class Overloaded(GatewayError):
     """The model's queue is full: rejected at once rather than queued without bound."""
 

@@ -45,7 +45,9 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
             message = f"no route {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(message, exc.status_code)
+        response = error_response(message, exc.status_code)
+        response.headers.update(exc.headers or {})  # 405's Allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

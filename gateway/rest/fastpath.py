@@ -51,6 +51,7 @@ class InferApp:
         self.fallback = fallback
         self.dp = dataplane
         self.limit = settings.max_request_bytes
+        self.timeout = settings.body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -62,7 +63,7 @@ class InferApp:
             return
         received = time.perf_counter()
         name, version = target
-        call = _InferCall(scope, receive, name, version, self.limit)
+        call = _InferCall(scope, receive, name, version, self.limit, self.timeout)
         try:
             status, headers, body = await self.dp.infer(
                 "rest", call.decode, call.encode, name=name, version=version, received=received
@@ -76,10 +77,13 @@ class InferApp:
 class _InferCall:
     """One V2 REST infer request: its decoder and encoder share what the request asked for."""
 
-    __slots__ = ("accept", "binary_default", "limit", "name", "receive", "scope", "version")
+    __slots__ = ("accept", "binary_default", "limit", "name", "receive", "scope", "timeout", "version")
 
-    def __init__(self, scope: Scope, receive: Receive, name: str, version: str | None, limit: int) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, name: str, version: str | None, limit: int, timeout: float
+    ) -> None:
         self.scope, self.receive, self.name, self.version, self.limit = scope, receive, name, version, limit
+        self.timeout = timeout
         self.accept: str | None = None
         self.binary_default = False
 
@@ -94,7 +98,7 @@ class _InferCall:
                 content_encoding = value.decode("latin-1")
             elif key == b"accept-encoding":
                 self.accept = value.decode("latin-1")
-        body = await read_body(self.receive, declared, content_encoding, self.limit)
+        body = await read_body(self.receive, declared, content_encoding, self.limit, self.timeout)
         raw_input = raw_input_spec(x.resolve(self.name, self.version)) if header_length == "0" else None
         request = decode_request(body, header_length, self.name, self.version, raw_input)
         self.binary_default = bool(request.parameters.get("binary_data_output", False))

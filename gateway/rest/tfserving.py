@@ -86,6 +86,13 @@ class _PostCall:
         if not t["model"] or t["metadata"] or verb not in ("predict", "classify", "regress"):
             raise InvalidInput(f"Malformed request: POST {self.request.url.path}")
         doc = codec.loads(await request_body(self.request))
+        try:
+            return self._decode(x, doc)
+        except RecursionError:  # data nested deeper than any tensor's rank, walked by the codec
+            raise InvalidInput(codec.NESTING) from None
+
+    def _decode(self, x: Exchange, doc: dict[str, Any]) -> InferRequest:
+        t, verb = self.target, self.verb
         model = x.resolve(t["model"], t["version"], t["label"])
         signature = model.signature_for(codec.signature_name(doc))
         if verb == "predict":

@@ -27,6 +27,7 @@ from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.warmup import Warmer
 from gateway.routing.router import VersionRouter
+from gateway.server.http_protocol import protocol_class
 from gateway.server.settings import Settings
 from gateway.telemetry.metrics import Metrics
 from model_store import open_store
@@ -133,7 +134,7 @@ class Server:
             log_config=None,
             access_log=False,
             lifespan="off",
-            http="httptools",
+            http=protocol_class(self.settings.header_timeout),
             proxy_headers=False,
             server_header=False,
             date_header=False,

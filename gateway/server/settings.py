@@ -43,3 +43,4 @@ class Settings(BaseSettings):
     exit_on_error: bool = False  # exit non-zero when a model fails to load at startup
     allow_pickle: bool = False  # load torch.export archives whose weights are pickled (runs code from the store)
     body_timeout: float = Field(default=30.0, gt=0)  # seconds a request body may take to arrive (408 beyond)
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds a request head may take (connection closed beyond)
