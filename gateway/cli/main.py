@@ -29,7 +29,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")
     p.add_argument("--shutdown-delay", type=float, help="seconds to stay up not-ready before closing listeners")
     p.add_argument("--cache-dir", help="where S3 versions are downloaded")
-    p.add_argument("--config-overrides", help="folder of <model>.yaml files replacing the store's config.yaml")
+    p.add_argument(
+        "--config-overrides", help="folder of <model>.yaml files merged into the store's config.yaml field by field"
+    )
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--log-format", choices=["text", "json"])

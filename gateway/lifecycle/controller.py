@@ -1,5 +1,5 @@
 """ModelController: decides which versions should be loaded — from the store's listing, each model's version
-policy and config (or its override), the models pinned unloaded through the repository API — and asks the
+policy and config (with its override merged in), the models pinned unloaded through the repository API — and asks the
 ModelHost to load and retire them. ``sync()`` follows the store; ``load``/``unload`` are the repository API.
 """
 
@@ -85,14 +85,13 @@ class ModelController:
         self.metrics.store_poll(ok=False)
 
     async def _read_config(self, name: str) -> ModelConfig:
+        """The store's config.yaml, with the model's override (if any) merged in field by field."""
         loop = asyncio.get_running_loop()
         override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
-        raw: bytes | None
+        raw = await loop.run_in_executor(None, self.store.read_config, name)
+        where = f"{name}/config.yaml"
         if override is not None and override.is_file():
-            raw, where = override.read_bytes(), str(override)
-        else:
-            raw = await loop.run_in_executor(None, self.store.read_config, name)
-            where = f"{name}/config.yaml"
+            return ModelConfig.merged(raw, override.read_bytes(), where, str(override))
         return ModelConfig.parse(raw, where=where)
 
     async def _sync_model(self, name: str) -> None:

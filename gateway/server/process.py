@@ -46,7 +46,7 @@ class Server:
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
         self.store = open_store(settings.store, **options)
-        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm)
+        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)

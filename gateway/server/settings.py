@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     grace_period: float = Field(default=30.0, ge=0)
     shutdown_delay: float = Field(default=0.0, ge=0)
     cache_dir: str | None = None
-    config_overrides: str | None = None  # folder of <model>.yaml replacing the store's config.yaml
+    config_overrides: str | None = None  # folder of <model>.yaml merged into the store's config.yaml
     port_file: str | None = None
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 from gateway.server.settings import Settings
 from tests.deploy.manifests import ADAPTER_RULES, CHART, CUSTOM_KINDS, RULE_TESTS, RULES, render_chart, validate_core
+from tests.deploy.model_schema import model_config_schema
 
 S3_FULL: dict[str, Any] = {
     "image": {"repository": "registry.example/ml/tensorgate", "tag": "0.1.0-onnx"},
@@ -415,6 +417,9 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad interval": {"serviceMonitor": {"interval": "15 seconds"}},
     "bad extra setting name": {"server": {"extraSettings": {"log-level": "debug"}}},
     "model name with a slash": {"models": {"a/b": {}}},
+    "misspelt model config field": {"models": {"m": {"sla": {"p99": 20}}}},
+    "model config field of the wrong type": {"models": {"m": {"instances": "two"}}},
+    "unknown model runtime": {"models": {"m": {"runtime": "tensorrt"}}},
     "bad digest": {"image": {"digest": "latest"}},
 }  # fmt: skip
 
@@ -438,6 +443,15 @@ def test_bad_values_are_rejected(case: str) -> None:
 def test_inconsistent_values_fail_to_render(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=message):
         render_chart(values)
+
+
+def test_models_are_checked_as_the_server_checks_config_yaml() -> None:
+    values = json.loads(CHART.joinpath("values.schema.json").read_text())
+    schema, defs = model_config_schema()
+    assert values["properties"]["models"]["additionalProperties"] == schema, "run python -m tests.deploy.model_schema"
+    assert {k: v for k, v in values["$defs"].items() if k.startswith("ModelConfig")} == defs
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema({"models": {"resnet": {"sla": {"p99_ms": 25}, "options": {"device": "cpu"}}}})
 
 
 def test_schema_accepts_every_default() -> None:
