@@ -16,8 +16,10 @@ from gateway.grpc.auth import AuthInterceptor
 from gateway.grpc.decoding import DecodingInterceptor
 from gateway.grpc.health import HealthServicer
 from gateway.grpc.protos import service_pb2, service_pb2_grpc
+from gateway.grpc.tls import server_credentials
 from gateway.grpc.v2 import InferenceServicer
 from gateway.server.settings import Settings
+from gateway.server.tls import certificate_files
 
 log = logging.getLogger("tensorgate.grpc")
 
@@ -52,7 +54,8 @@ async def start_grpc(dataplane: DataPlane, settings: Settings, guard: Guard | No
     reflection.enable_server_reflection(names, server)
     host = settings.host
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
+    files = certificate_files(settings)
+    port = server.add_secure_port(address, server_credentials(files)) if files else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")
     await server.start()

@@ -29,6 +29,7 @@ from gateway.lifecycle.warmup import Warmer
 from gateway.routing.router import VersionRouter
 from gateway.server.http_protocol import protocol_class
 from gateway.server.settings import Settings
+from gateway.server.tls import ServerTLS, certificate_files
 from gateway.telemetry.metrics import Metrics
 from model_store import open_store
 from runtimes import runtime_class
@@ -67,7 +68,8 @@ class Server:
 
         s = self.settings
         app = create_app(self.dataplane, s, self.guard)
-        self._http, http_port = await self._start_uvicorn(app, s.http_port)
+        files = certificate_files(s)
+        self._http, http_port = await self._start_uvicorn(app, s.http_port, ServerTLS(files) if files else None)
         self.ports["http"] = http_port
         if s.grpc_port >= 0:
             from gateway.grpc.server import start_grpc
@@ -80,8 +82,9 @@ class Server:
             )
             self.ports["metrics"] = metrics_port
         log.info(
-            "tensorgate %s listening: http %s:%d, grpc %s, store %s (%s mode)",
-            __version__, s.host, http_port, self.ports.get("grpc", "off"), self.store.uri, s.model_control,
+            "tensorgate %s listening: %s %s:%d, grpc %s, store %s (%s mode)%s",
+            __version__, "https" if files else "http", s.host, http_port, self.ports.get("grpc", "off"),
+            self.store.uri, s.model_control, ", API keys required" if self.guard.enabled else "",
         )  # fmt: skip
         if s.port_file:
             await asyncio.to_thread(_write_atomically, Path(s.port_file), orjson.dumps(self.ports))
@@ -122,7 +125,7 @@ class Server:
             except Exception:
                 log.exception("store poll failed")
 
-    async def _start_uvicorn(self, app: Any, port: int) -> tuple[uvicorn.Server, int]:
+    async def _start_uvicorn(self, app: Any, port: int, tls: ServerTLS | None = None) -> tuple[uvicorn.Server, int]:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,6 +145,7 @@ class Server:
             timeout_keep_alive=75,
             timeout_graceful_shutdown=int(self.settings.grace_period) or None,
             backlog=2048,
+            ssl_context_factory=None if tls is None else lambda _config, _default: tls.context(),
         )
         server = uvicorn.Server(config)
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # signals are ours
