@@ -3,6 +3,7 @@ routes and the error handlers."""
 
 from __future__ import annotations
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -12,7 +13,7 @@ from gateway.core.auth import Guard
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError
 from gateway.rest import metrics as metrics_routes
-from gateway.rest import tfserving, v2
+from gateway.rest import openapi, tfserving, v2
 from gateway.rest.auth import ASGIApp, AuthApp
 from gateway.rest.fastpath import InferApp
 from gateway.rest.responses import error_response
@@ -33,6 +34,11 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(metrics_routes.router)
+    spec = orjson.dumps(openapi.document(dataplane.info.version))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def _openapi() -> Response:
+        return Response(spec, media_type="application/json")
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
