@@ -57,14 +57,18 @@ def presented_key(metadata: Any) -> str | None:
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method: handlers do not change between calls
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]], handler_call_details: Any
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
         group = method_group(method)
         guard = self.guard
 
@@ -75,4 +79,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await abort(context, exc)
             PRINCIPAL.set(principal)  # the call's own task: its context ends with it
 
-        return wrap(handler, before)
+        wrapped = self._wrapped[method] = wrap(handler, before)
+        return wrapped

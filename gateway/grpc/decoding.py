@@ -31,10 +31,20 @@ def _converter(deserialize: Callable[[bytes], Any]) -> Callable[[Any, Any], Awai
 
 
 class DecodingInterceptor(grpc.aio.ServerInterceptor):
+    """Handlers are the same for every call of a method: each is wrapped once and kept."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]], handler_call_details: Any
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        return wrap(handler, _nothing, _converter(handler.request_deserializer))
+        wrapped = self._wrapped[method] = wrap(handler, _nothing, _converter(handler.request_deserializer))
+        return wrapped
