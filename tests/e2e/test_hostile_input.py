@@ -67,6 +67,15 @@ def _slow_body(port: int, stop: threading.Event | None = None) -> bytes:
                 break
             except TimeoutError:
                 sock.sendall(b" ")
+        sock.settimeout(2)
+        while answer and not answer.endswith(b"0\r\n\r\n"):  # the rest of the (chunked) answer
+            try:
+                more = sock.recv(4096)
+            except (TimeoutError, OSError):
+                break
+            if not more:
+                break
+            answer += more
         return answer
 
 
