@@ -139,15 +139,17 @@ class ModelConfig(_Strict):
     @classmethod
     def parse(cls, text: str | bytes | None, where: str = "config.yaml") -> ModelConfig:
         """Parse YAML (or JSON) text; ConfigError names the file and the offending field."""
-        if text is None:
-            return cls()
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
-        return cls.from_dict(data, where)
+        return cls.from_dict(_mapping(text, where), where)
+
+    @classmethod
+    def merged(
+        cls, base: str | bytes | None, override: str | bytes, where: str = "config.yaml", override_where: str = ""
+    ) -> ModelConfig:
+        """The store's config with an override merged in field by field: mappings merge key by key (an override of
+        ``sla.p99_ms`` keeps ``sla.p50_ms``, ``options`` and ``batching``), anything else is replaced; a null
+        removes the field."""
+        data = merge(_mapping(base, where), _mapping(override, override_where or where))
+        return cls.from_dict(data, f"{where} with {override_where}" if override_where else where)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> ModelConfig:
@@ -170,3 +172,28 @@ class ModelConfig(_Strict):
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)
+
+
+def _mapping(text: str | bytes | None, where: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, recursively for mappings; a None value removes the key."""
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

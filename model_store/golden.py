@@ -1,6 +1,8 @@
-"""Golden samples, the one owner of their file format — ``<model>/golden/<k>.npz`` with arrays ``in.<name>`` and
-``out.<name>`` — written by the exporters, read by the load-time check and ``tensorgate verify``, and the check of a
-model's outputs against them within the config's verify tolerances.
+"""Golden samples, the one owner of their file format — ``<model>/<version>/golden/<k>.npz`` with arrays
+``in.<name>`` and ``out.<name>`` (each version its own samples, so a retrained version is checked against its own
+outputs; the older per-model ``<model>/golden/<k>.npz`` is still read for versions without samples) — written by the
+exporters, read by the load-time check and ``tensorgate verify``, and the check of a model's outputs against them
+within the config's verify tolerances.
 """
 
 from __future__ import annotations
@@ -110,12 +112,25 @@ def _failed(sample: int, name: str, verify: Verify, problem: str) -> Result:
     return Result(sample, name, math.nan, math.nan, verify.atol, verify.rtol, False, problem)
 
 
-def load_golden(store: ModelStore, model: str) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """Golden samples of a model: (inputs, expected outputs) pairs from ``golden/<k>.npz``."""
+def load_golden(
+    store: ModelStore, model: str, version: int | None = None
+) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Golden samples of a model version: (inputs, expected outputs) pairs from ``<version>/golden/<k>.npz``, or
+    from the model's ``golden/<k>.npz`` when the version has none (the older layout)."""
+    if version is not None:
+        samples = _read_golden(store, model, f"{version}/golden")
+        if samples:
+            return samples
+    return _read_golden(store, model, "golden")
+
+
+def _read_golden(
+    store: ModelStore, model: str, folder: str
+) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     samples = []
     for k in range(MAX_GOLDEN):
         try:
-            raw = store.read_file(model, f"golden/{k}.npz")
+            raw = store.read_file(model, f"{folder}/{k}.npz")
         except Exception:
             raw = None
         if raw is None:
@@ -127,9 +142,9 @@ def load_golden(store: ModelStore, model: str) -> list[tuple[dict[str, np.ndarra
     return samples
 
 
-def write_golden(model_dir: Path, golden: Golden) -> None:
-    """``<model_dir>/golden/<k>.npz``, one per (inputs, outputs) pair; older samples are removed."""
-    folder = model_dir / "golden"
+def write_golden(version_dir: Path, golden: Golden) -> None:
+    """``<version_dir>/golden/<k>.npz``, one per (inputs, outputs) pair; older samples are removed."""
+    folder = version_dir / "golden"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

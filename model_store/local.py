@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from model_store.base import CONFIG_FILE, StoreError, StoreUnavailable, check_model_name, parse_version
+from model_store.manifest import verify_folder
 
 
 class LocalStore:
@@ -87,6 +88,7 @@ class LocalStore:
         for dirpath, dirs, files in os.walk(path):
             for name in dirs + files:  # os.walk does not follow linked folders: check them too
                 self._inside(Path(dirpath) / name)
+        verify_folder(path, f"{model}/{version}")
         return path
 
     def read_file(self, model: str, relpath: str) -> bytes | None:

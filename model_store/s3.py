@@ -23,7 +23,6 @@ raises StoreError.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,6 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from model_store.base import CONFIG_FILE, StoreError, StoreUnavailable, check_model_name, parse_version
+from model_store.manifest import (
+    MANIFEST,
+    MARKERS,
+    ManifestEntry,
+    build_manifest,
+    check_relpath,
+    parse_manifest,
+    verify_folder,
+)
 
 try:
     import boto3
@@ -52,9 +60,8 @@ __all__ = ["ARTEFACTS", "MANIFEST", "MARKERS", "S3Store", "build_manifest", "che
 log = logging.getLogger(__name__)
 
 ARTEFACTS = ("model.onnx", "saved_model.pb", "saved_model.pbtxt", "model.pt2")
-MARKERS = ("_COMPLETE", ".complete")
-MANIFEST = "MANIFEST.json"
 CACHE_ENV = "TENSORGATE_CACHE_DIR"
+_CHUNK = 1 << 20
 
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{2,254}$")
 # Error codes that mean "the store cannot be used right now" rather than "this object is missing".
@@ -74,7 +81,6 @@ _UNAVAILABLE_CODES = {
     "RequestTimeout",
     "Throttling",
 }
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -86,64 +92,6 @@ class S3Object:
     size: int
     etag: str
     modified: float
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    size: int
-    sha256: str | None
-
-
-def check_relpath(relpath: str) -> str:
-    """Return ``relpath``, or refuse it when empty, absolute, with ``.``/``..``/empty parts or a backslash."""
-    if (
-        not relpath
-        or relpath.startswith("/")
-        or "\\" in relpath
-        or "\x00" in relpath
-        or any(part in {"", ".", ".."} for part in relpath.split("/"))
-    ):
-        raise StoreError(f"unsafe path {relpath!r}: it must be relative, without '.', '..' or empty parts")
-    return relpath
-
-
-def build_manifest(folder: str | Path) -> bytes:
-    """The MANIFEST.json text for a local version folder: every file's size and sha256."""
-    root = Path(folder)
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel == MANIFEST or rel in MARKERS:
-            continue
-        files[rel] = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
-    return json.dumps({"files": files}, indent=1, sort_keys=True).encode()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _parse_manifest(data: bytes) -> dict[str, ManifestEntry]:
-    try:
-        doc = json.loads(data)
-        files = doc["files"]
-        if not isinstance(files, dict):
-            raise TypeError("'files' must be a mapping of path to {size, sha256}")
-        entries: dict[str, ManifestEntry] = {}
-        for rel, entry in files.items():
-            check_relpath(rel)
-            size = entry["size"] if isinstance(entry, dict) else entry
-            sha = entry.get("sha256") if isinstance(entry, dict) else None
-            if not isinstance(size, int) or size < 0 or (sha is not None and not isinstance(sha, str)):
-                raise TypeError(f"bad entry for {rel!r}: {entry!r}")
-            entries[rel] = ManifestEntry(size=size, sha256=sha.lower() if sha else None)
-    except (ValueError, KeyError, TypeError, AttributeError, StoreError) as exc:
-        raise StoreError(f"{MANIFEST} is not valid: {exc}") from exc
-    return entries
 
 
 def _fingerprint(objects: list[S3Object]) -> str:
@@ -333,7 +281,7 @@ class S3Store:
         data = self._get(obj.key)
         if data is None:
             raise StoreError(f"{obj.key} disappeared while reading it")
-        entries = _parse_manifest(data)
+        entries = parse_manifest(data)
         with self._lock:
             if len(self._manifests) > 4096:
                 self._manifests.clear()
@@ -564,12 +512,4 @@ class S3Store:
             size = self._target(folder, obj).stat().st_size
             if size != obj.size:
                 raise StoreError(f"{obj.key}: downloaded {size} bytes, the listing says {obj.size}")
-        manifest = next((obj for obj in objects if obj.rel == MANIFEST), None)
-        if manifest is None:
-            return
-        for rel, entry in _parse_manifest((folder / MANIFEST).read_bytes()).items():
-            path = folder / rel
-            if not path.is_file() or path.stat().st_size != entry.size:
-                raise StoreError(f"{self.uri}: {rel} does not match {MANIFEST} (size)")
-            if entry.sha256 is not None and _sha256_file(path) != entry.sha256:
-                raise StoreError(f"{self.uri}: {rel} is corrupt: its sha256 differs from {MANIFEST}")
+        verify_folder(folder, self.uri)

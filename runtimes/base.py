@@ -31,6 +31,8 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    #: integer inputs that index a table (an embedding): the valid values [low, high), checked before the call
+    values: tuple[int, int] | None = None
 
     @property
     def batched(self) -> bool:

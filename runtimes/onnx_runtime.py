@@ -96,7 +96,11 @@ class OnnxRuntime(Runtime):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"ONNX Runtime could not load {model_path}: {exc}") from exc
         self._device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-        inputs = tuple(TensorSpec(i.name, _datatype(i.type, i.name), _dims(i.shape)) for i in session.get_inputs())
+        bounds = index_bounds(model_path)
+        inputs = tuple(
+            TensorSpec(i.name, _datatype(i.type, i.name), _dims(i.shape), bounds.get(i.name))
+            for i in session.get_inputs()
+        )
         outputs = tuple(TensorSpec(o.name, _datatype(o.type, o.name), _dims(o.shape)) for o in session.get_outputs())
         self._string_inputs = {s.name for s in inputs if s.datatype == "BYTES"}
         self._bf16 = any(s.datatype == "BF16" for s in (*inputs, *outputs))
@@ -181,6 +185,36 @@ class OnnxRuntime(Runtime):
     @property
     def device(self) -> str:
         return self._device
+
+
+def index_bounds(model_path: Path) -> dict[str, tuple[int, int]]:
+    """Graph inputs used directly as the indices of a Gather into an initializer (an embedding table): their valid
+    values, ONNX's [-rows, rows). Read with the ``onnx`` package when it is installed (else nothing is derived and
+    ONNX Runtime's own bounds check answers, without naming the input)."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    try:
+        graph = onnx.load(os.fspath(model_path), load_external_data=False).graph
+    except Exception:  # a model ONNX Runtime loads but the onnx package cannot parse: derive nothing
+        return {}
+    tables = {t.name: list(t.dims) for t in graph.initializer}
+    graph_inputs = {i.name for i in graph.input} - set(tables)
+    found: dict[str, tuple[int, int]] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2:
+            continue
+        table, indices = node.input[0], node.input[1]
+        if indices not in graph_inputs or table not in tables:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dims = tables[table]
+        rows = int(dims[axis]) if -len(dims) <= axis < len(dims) else 0
+        if rows > 0:
+            low, high = found.get(indices, (-rows, rows))
+            found[indices] = (max(low, -rows), min(high, rows))
+    return found
 
 
 def _datatype(ort_type: str, name: str) -> str:

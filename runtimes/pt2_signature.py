@@ -46,21 +46,27 @@ class PT2Tensor:
     name: str
     datatype: str
     dims: tuple[Dim, ...]
+    values: tuple[int, int] | None = None  # an index input: its valid values [low, high)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else -1 for d in self.dims)
 
     def spec(self) -> TensorSpec:
-        return TensorSpec(self.name, self.datatype, self.shape)
+        return TensorSpec(self.name, self.datatype, self.shape, self.values)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "dims": list(self.dims)}
+        doc: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "dims": list(self.dims)}
+        if self.values is not None:
+            doc["values"] = {"min": self.values[0], "max": self.values[1] - 1}
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PT2Tensor:
         dims = tuple(d if d is None or isinstance(d, str) else int(d) for d in data["dims"])
-        return cls(str(data["name"]), str(data["datatype"]), dims)
+        values = data.get("values")
+        bounds = (int(values["min"]), int(values["max"]) + 1) if isinstance(values, Mapping) else None
+        return cls(str(data["name"]), str(data["datatype"]), dims, bounds)
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,10 @@ class PT2Signature:
     def from_exported_program(cls, ep: ExportedProgram) -> PT2Signature:
         """Names from the graph's user inputs and the output pytree; shapes from the example metadata."""
         placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+        bounds = index_bounds(ep)
         inputs = tuple(
-            _tensor(name, placeholders[name].meta.get("val"), "input") for name in ep.graph_signature.user_inputs
+            replace(_tensor(name, placeholders[name].meta.get("val"), "input"), values=bounds.get(name))
+            for name in ep.graph_signature.user_inputs
         )
         output_node = next(n for n in ep.graph.nodes if n.op == "output")
         returned = output_node.args[0]
@@ -204,6 +212,12 @@ class PT2Signature:
                     f"input {spec.name!r} has shape {list(array.shape)} (rank {array.ndim}), "
                     f"expected rank {len(spec.dims)} shape {list(spec.shape)}"
                 )
+            if spec.values is not None and array.size:
+                first, stop = spec.values
+                if array.min() < first or array.max() >= stop:
+                    raise RuntimeInputError(
+                        f"input {spec.name!r} holds values outside [{first}, {stop}): it indexes a table of {stop} rows"
+                    )
             for axis, (dim, size) in enumerate(zip(spec.dims, array.shape, strict=True)):
                 if isinstance(dim, int):
                     if size != dim:
@@ -244,6 +258,29 @@ class PT2Signature:
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.outputs)
+
+
+#: Ops whose second argument indexes the rows of their first (a table from the model's parameters).
+_INDEXING = ("aten.embedding.default",)
+
+
+def index_bounds(ep: ExportedProgram) -> dict[str, tuple[int, int]]:
+    """User inputs used directly as indices into a parameter table (an embedding): their valid values [0, rows).
+    Out-of-range indices raise IndexError in eager PyTorch and abort an AOTInductor model, so they are refused
+    before the call."""
+    users = set(ep.graph_signature.user_inputs)
+    found: dict[str, tuple[int, int]] = {}
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or str(node.target) not in _INDEXING or len(node.args) < 2:
+            continue
+        table, indices = node.args[0], node.args[1]
+        value = getattr(table, "meta", {}).get("val")
+        if getattr(indices, "op", None) != "placeholder" or indices.name not in users or value is None:
+            continue
+        rows = int(value.shape[0])
+        low, high = found.get(indices.name, (0, rows))
+        found[indices.name] = (low, min(high, rows))
+    return found
 
 
 def output_names(out_spec: pytree.TreeSpec, count: int) -> list[str]:
@@ -353,5 +390,5 @@ def apply_override(
                         )
                     new_dims.append(want)
             dims = tuple(new_dims)
-        result[index] = PT2Tensor(name, datatype, dims)
+        result[index] = PT2Tensor(name, datatype, dims, model.values)
     return tuple(result)

@@ -334,7 +334,11 @@ class TFSavedModelRuntime(Runtime):
         try:
             result = entry.function(**feed)
         except tf.errors.InvalidArgumentError as exc:
-            raise RuntimeInputError(f"signature {sig.name!r} refused the inputs: {_op_error(exc)}") from exc
+            text = _op_error(exc)
+            integers = [t.name for t in sig.inputs if t.datatype.startswith(("INT", "UINT"))]
+            if "indices" in text and integers:  # a gather out of its table: name the inputs that can be indices
+                text += f" (integer inputs: {', '.join(repr(n) for n in integers)})"
+            raise RuntimeInputError(f"signature {sig.name!r} refused the inputs: {text}") from exc
         names = list(outputs) if outputs is not None else [s.name for s in sig.outputs]
         return {name: result[name].numpy() for name in names}
 

@@ -17,6 +17,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
+from runtimes.pt2_pickle import pickled_parts
 from runtimes.pt2_signature import SIDECAR, PT2Signature
 from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
 from runtimes.torch_threads import apply_thread_options
@@ -38,6 +39,8 @@ class TorchExportRuntime(Runtime):
       every tensor in order and renames them. Datatypes must equal the model's; a shape keeps -1 or pins a dim.
       ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide, see ``runtimes.torch_threads``).
       ``device``: only ``cpu`` (compile a ``torch_aoti`` package to serve on CUDA).
+      ``allow_pickle``: load archives with pickled parts (weights of tensor subclasses, custom objects); refused by
+      default, since unpickling runs code from the store (``runtimes.pt2_pickle``).
 
     Inputs are checked against the signature and the dims' exported ranges before the module runs, so a wrong
     rank, dtype or out-of-range batch raises RuntimeInputError naming the input.
@@ -65,6 +68,18 @@ class TorchExportRuntime(Runtime):
             )
         apply_thread_options(options, str(path))
         quiet_readonly_warning()
+        try:
+            pickled = pickled_parts(file)
+        except Exception as exc:
+            raise RuntimeLoadError(f"{file}: not a readable torch.export archive: {exc}") from exc
+        if pickled and not options.get("allow_pickle", False):
+            raise RuntimeLoadError(
+                f"{file}: refusing to load an archive with pickled parts ({', '.join(pickled[:3])}): unpickling runs "
+                "code from the store. Re-export it with plain tensors, or trust it with options.allow_pickle: true "
+                "(or tensorgate serve --allow-pickle)"
+            )
+        if pickled:
+            log.warning("%s: loading pickled parts (%s): the store is trusted to run code", file, ", ".join(pickled))
         try:
             ep = torch.export.load(file)
         except Exception as exc:

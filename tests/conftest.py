@@ -1,4 +1,5 @@
-"""Shared fixtures: the ONNX test store and a real server on it (session scope)."""
+"""Shared fixtures: the ONNX test store and a real server on it (session scope; the store holds a broken model on
+purpose, so that server runs without strict readiness)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def onnx_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(onnx_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(onnx_store, tmp_path_factory.mktemp("server"), ["--poll-interval", "0"]).start()
+    proc = ServerProcess(
+        onnx_store, tmp_path_factory.mktemp("server"), ["--poll-interval", "0", "--no-strict-readiness"]
+    ).start()
     yield proc
     proc.stop()

@@ -138,6 +138,7 @@ def export_torch(
                 exporter.write_aoti(staging, device)
             say(f"{model}: checking against the golden samples")
             _check_artefact(fmt, staging, golden, {"device": device} if fmt == "torch_aoti" else {})
+            write_golden(staging, golden)  # the samples of this version: a retrained one brings its own
         except Exception:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -156,7 +157,6 @@ def export_torch(
         if fmt == "torch_aoti" and device != "cpu":
             settings["options"] = {**settings.get("options", {}), "device": device}
         write_config(model_dir, settings)
-        write_golden(model_dir, golden)
         written.append(model)
     return written
 

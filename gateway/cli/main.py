@@ -29,7 +29,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")
     p.add_argument("--shutdown-delay", type=float, help="after SIGTERM: seconds to keep serving while not ready")
     p.add_argument("--cache-dir", help="where S3 versions are downloaded")
-    p.add_argument("--config-overrides", help="folder of <model>.yaml files replacing the store's config.yaml")
+    p.add_argument(
+        "--config-overrides", help="folder of <model>.yaml files merged into the store's config.yaml field by field"
+    )
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--log-format", choices=["text", "json"])
@@ -44,6 +46,23 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="OpenTelemetry spans over OTLP, configured by OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...",
     )
+    sec = p.add_argument_group("security (README: Security)")
+    sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
+    sec.add_argument(
+        "--auth-open", type=lambda v: [g for g in v.split(",") if g],
+        help="comma-separated endpoint groups that need no key (default health,metrics; also read, infer, admin)",
+    )  # fmt: skip
+    sec.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and gRPC over TLS (re-read on change)")
+    sec.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    sec.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)")
+    sec.add_argument(
+        "--strict-readiness", action=argparse.BooleanOptionalAction, default=None,
+        help="ready only when every version the store and policies want is READY (default on)",
+    )  # fmt: skip
+    sec.add_argument("--exit-on-error", action="store_true", default=None, help="exit 1 if a model fails at startup")
+    sec.add_argument("--allow-pickle", action="store_true", default=None, help="load torch archives with pickled parts")
+    sec.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 30)")
+    sec.add_argument("--header-timeout", type=float, help="seconds a request head may take to arrive (default 10)")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -54,8 +73,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
     settings = Settings(**overrides)
     setup_logging(settings.log_level, settings.log_format)
-    run(settings)
-    return 0
+    return run(settings)
 
 
 def _optional(module: str, add: str, run_name: str) -> tuple[Any, Any] | None:

@@ -71,19 +71,22 @@ def verify_store(store: ModelStore, models: Sequence[str] | None = None, url: st
     for model in models or store.list_models():
         try:
             config = ModelConfig.parse(store.read_config(model), f"{model}/config.yaml")
-            golden = load_golden(store, model)
             versions = config.version_policy.select(store.list_versions(model))
+            goldens = {version: load_golden(store, model, version) for version in versions}
         except Exception as exc:
             reports.append(VariantReport(model, None, "?", problem=str(exc)))
-            continue
-        if not golden:
-            reports.append(VariantReport(model, None, config.runtime or "?", problem="no golden samples"))
             continue
         if not versions:
             reports.append(VariantReport(model, None, config.runtime or "?", problem="no version to check"))
             continue
+        if not any(goldens.values()):
+            reports.append(VariantReport(model, None, config.runtime or "?", problem="no golden samples"))
+            continue
         for version in versions:
-            reports.append(_verify_version(store, model, version, config, golden, client))
+            if not goldens[version]:
+                reports.append(VariantReport(model, version, config.runtime or "?", problem="no golden samples"))
+                continue
+            reports.append(_verify_version(store, model, version, config, goldens[version], client))
     return reports
 
 

@@ -103,6 +103,7 @@ class DataPlane:
         self.started = False  # set once the initial load finished
         self.stopping = False  # shutting down: not ready, but still serving (load balancers are catching up)
         self.draining = False  # past the shutdown delay: new requests are refused, in-flight ones finish
+        self.readiness: Callable[[], str | None] | None = None  # why not ready (None: ready); strict readiness
 
     # -- inference ---------------------------------------------------------------------------------------------
     async def infer(
@@ -214,7 +215,9 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.started and not self.stopping and not self.draining
+        if not self.started or self.stopping or self.draining:
+            return False
+        return self.readiness is None or self.readiness() is None
 
     def model_ready(self, name: str, version: str | None = None, label: str | None = None) -> bool:
         """Whether ``name`` (``version``) can serve now; NOT_FOUND for a model the server does not know."""
@@ -223,6 +226,8 @@ class DataPlane:
             return False
         try:
             self.router.resolve(name, version, label)
+        except ModelNotFound:
+            raise  # a version or label that does not exist is 404, as for its metadata
         except GatewayError:
             return False
         return True

@@ -55,6 +55,13 @@ class PayloadTooLarge(GatewayError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class RequestTimeout(GatewayError):
+    """The request body did not arrive in time (a slow or stalled client)."""
+
+    http_status = 408
+    code = "DEADLINE_EXCEEDED"
+
+
 class Overloaded(GatewayError):
     """The model's queue is full: rejected at once rather than queued without bound."""
 
@@ -81,6 +88,27 @@ class AlreadyExists(GatewayError):
     code = "ALREADY_EXISTS"
 
 
+class Unauthenticated(GatewayError):
+    """No credentials, or credentials the server does not know."""
+
+    http_status = 401
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(GatewayError):
+    """Known credentials without the scope or model access the call needs, or a call the server refuses to all."""
+
+    http_status = 403
+    code = "PERMISSION_DENIED"
+
+
+class RateLimited(GatewayError):
+    """The caller's key used up its request rate: retry later."""
+
+    http_status = 429
+    code = "RESOURCE_EXHAUSTED"
+
+
 class InferenceFailed(GatewayError):
     """The runtime failed on valid input: a server-side fault."""
 
@@ -92,6 +120,8 @@ class InferenceFailed(GatewayError):
 STATUS_TABLE: dict[str, tuple[int, str]] = {
     "OK": (200, "OK"),
     "INVALID_ARGUMENT": (400, "INVALID_ARGUMENT"),
+    "UNAUTHENTICATED": (401, "UNAUTHENTICATED"),
+    "PERMISSION_DENIED": (403, "PERMISSION_DENIED"),
     "NOT_FOUND": (404, "NOT_FOUND"),
     "ALREADY_EXISTS": (409, "ALREADY_EXISTS"),
     "RESOURCE_EXHAUSTED": (429, "RESOURCE_EXHAUSTED"),

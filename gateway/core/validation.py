@@ -1,5 +1,5 @@
 """validate: a decoded request checked once against the resolved version's signature — input names, datatypes,
-shapes (-1 is free), the batch dimension, requested outputs."""
+shapes (-1 is free), index values within the table they index, the batch dimension, requested outputs."""
 
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ def validate(model: ModelVersion, request: InferRequest) -> tuple[dict[str, np.n
                 f"input {tensor.name!r} has shape {list(shape)}, expected {list(spec.shape)} "
                 f"(-1 is any size) for model {model.name!r}"
             )
+        if spec.values is not None and data.size:
+            low, high = spec.values
+            least, most = data.min(), data.max()
+            if least < low or most >= high:
+                raise InvalidInput(
+                    f"input {tensor.name!r} holds {least if least < low else most}, outside [{low}, {high}): its "
+                    f"values index a table of {high} rows in model {model.name!r}"
+                )
         inputs[tensor.name] = data
     missing = [s.name for s in sig.inputs if s.name not in inputs]
     if missing:

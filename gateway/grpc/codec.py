@@ -61,6 +61,8 @@ def decode_request(msg: Any, deadline: float | None) -> InferRequest:
             raise InvalidInput(f"input {name!r}: shared memory is not supported by this server")
         count = element_count(shape)
         if raw:
+            if inp.HasField("contents"):
+                raise InvalidInput(f"input {name!r}: send either contents or raw_input_contents, not both")
             array = from_raw(raw[i], name, datatype, shape)
         else:
             array = _from_contents(inp.contents, name, datatype, shape, count)
@@ -79,7 +81,9 @@ def decode_request(msg: Any, deadline: float | None) -> InferRequest:
         deadline=deadline,
     )
     timeout = params.get("timeout")
-    if isinstance(timeout, int) and timeout > 0:
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0):
+        raise InvalidInput("parameters.timeout must be a non-negative number of microseconds")
+    if isinstance(timeout, int | float) and timeout > 0:
         own = time.monotonic() + timeout / 1e6
         request.deadline = own if deadline is None else min(deadline, own)
     return request

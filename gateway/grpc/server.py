@@ -10,16 +10,21 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.core.auth import Guard
 from gateway.core.dataplane import DataPlane
+from gateway.grpc.auth import AuthInterceptor
+from gateway.grpc.decoding import DecodingInterceptor
 from gateway.grpc.health import HealthServicer
 from gateway.grpc.protos import service_pb2, service_pb2_grpc
+from gateway.grpc.tls import server_credentials
 from gateway.grpc.v2 import InferenceServicer
 from gateway.server.settings import Settings
+from gateway.server.tls import certificate_files
 
 log = logging.getLogger("tensorgate.grpc")
 
 
-async def start_grpc(dataplane: DataPlane, settings: Settings) -> tuple[Any, int]:
+async def start_grpc(dataplane: DataPlane, settings: Settings, guard: Guard | None = None) -> tuple[Any, int]:
     options = [
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
@@ -36,7 +41,9 @@ async def start_grpc(dataplane: DataPlane, settings: Settings) -> tuple[Any, int
         handlers.append(TFServingHandler(dataplane))
     except ImportError as exc:
         log.warning("TF Serving gRPC API disabled: %s", exc)
-    server = grpc.aio.server(options=options, handlers=handlers or None)
+    interceptors: list[Any] = [AuthInterceptor(guard)] if guard is not None and guard.enabled else []
+    interceptors.append(DecodingInterceptor())
+    server = grpc.aio.server(options=options, handlers=handlers or None, interceptors=interceptors)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
     names = (
@@ -47,7 +54,8 @@ async def start_grpc(dataplane: DataPlane, settings: Settings) -> tuple[Any, int
     reflection.enable_server_reflection(names, server)
     host = settings.host
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
+    files = certificate_files(settings)
+    port = server.add_secure_port(address, server_credentials(files)) if files else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")
     await server.start()

@@ -55,6 +55,10 @@ _STATUS_OK, _STATUS_UNKNOWN = 0, 2  # tensorflow.error.Code
 # --------------------------------------------------------------------- TensorProto
 
 
+#: The largest tensor TF's fill rule (fewer values than elements, the last repeating) may expand to.
+MAX_BROADCAST_BYTES = 1 << 30
+
+
 def _shape(proto: tensor_pb2.TensorProto, name: str) -> tuple[int, ...]:
     shape = proto.tensor_shape
     if shape.unknown_rank:
@@ -93,6 +97,11 @@ def tensor_to_numpy(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray
     n = len(values)
     if n > count:
         raise InvalidInput(f"tensor {name!r}: {n} values in {field} for shape {list(shape)} ({count} elements)")
+    if n < count and count * max(dt.size, 8) > MAX_BROADCAST_BYTES:  # checked before anything is allocated
+        raise InvalidInput(
+            f"tensor {name!r}: shape {list(shape)} ({count} elements) is too large to fill from {n} values "
+            f"(at most {MAX_BROADCAST_BYTES} bytes)"
+        )
     if dt.name == "BYTES":
         flat = np.empty(n, dtype=object)
         flat[:] = list(values)

@@ -25,7 +25,14 @@ WarmUp = Callable[[ModelVersion], None]
 class Assembler:
     """``assemble(...)`` runs in a loading thread; on failure nothing is left open."""
 
-    def __init__(self, factory: RuntimeFactory, metrics: Metrics, warmup: WarmUp | None = None) -> None:
+    def __init__(
+        self,
+        factory: RuntimeFactory,
+        metrics: Metrics,
+        warmup: WarmUp | None = None,
+        allow_pickle: bool = False,
+    ) -> None:
+        self.allow_pickle = allow_pickle  # --allow-pickle: torch archives with pickled parts load (with a warning)
         self.factory = factory
         self.metrics = metrics
         self.warmup = warmup
@@ -36,6 +43,8 @@ class Assembler:
         cls = self.factory(fmt)
         runtime = cls()
         options = config.runtime_options()
+        if fmt == "torch_export" and self.allow_pickle:
+            options.setdefault("allow_pickle", True)
         if fmt == "torch_aoti":
             options.setdefault("num_runners", config.instances)  # one AOTInductor runner per instance thread
         runtime.load(path, options)

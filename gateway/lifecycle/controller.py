@@ -1,5 +1,5 @@
 """ModelController: decides which versions should be loaded — from the store's listing, each model's version
-policy and config (or its override), the models pinned unloaded through the repository API — and asks the
+policy and config (with its override merged in), the models pinned unloaded through the repository API — and asks the
 ModelHost to load and retire them. ``sync()`` follows the store; ``load``/``unload`` are the repository API.
 
 It also decides which routes exist: a store folder with a ``route.yaml`` and no versions, an override file
@@ -35,6 +35,8 @@ class ModelController:
         self.metrics = metrics
         self.config_overrides = config_overrides
         self.store_reason = ""  # why the store could not be read at the last sync ("" when it could)
+        self.listed = False  # the store has been listed at least once
+        self.wanted: dict[str, set[int]] = {}  # the versions each model's policy wants, as of its last sync
         self._pinned_unloaded: set[str] = set()
         self._route_files: dict[str, RouteEntry] = {}  # store folders holding a route.yaml, as last read
         self._configs: dict[str, ModelConfig] = {}  # each model's config as last read (exported variants form routes)
@@ -51,6 +53,7 @@ class ModelController:
                 return
             wanted = set(only) if only is not None else None
             present = set(names)
+            self.listed = True
             if not present and any(e.ready_versions() for e in self.host.models.values()):
                 # An empty listing while models serve is far more often a store hiccup (a bucket being
                 # restored, a wrong mount) than a wish to serve nothing: keep serving and say so.
@@ -72,6 +75,7 @@ class ModelController:
                 for name in list(self.host.models):
                     if name not in present:
                         log.info("model %s left the store; unloading", name)
+                        self.wanted.pop(name, None)
                         await self.host.unload_model(name)
                 for known in (self._route_files, self._configs):
                     for name in [n for n in known if n not in present]:
@@ -92,14 +96,13 @@ class ModelController:
         self.metrics.store_poll(ok=False)
 
     async def _read_config(self, name: str) -> ModelConfig:
+        """The store's config.yaml, with the model's override (if any) merged in field by field."""
         loop = asyncio.get_running_loop()
         override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
-        raw: bytes | None
+        raw = await loop.run_in_executor(None, self.store.read_config, name)
+        where = f"{name}/config.yaml"
         if override is not None and override.is_file():
-            raw, where = override.read_bytes(), str(override)
-        else:
-            raw = await loop.run_in_executor(None, self.store.read_config, name)
-            where = f"{name}/config.yaml"
+            return ModelConfig.merged(raw, override.read_bytes(), where, str(override))
         return ModelConfig.parse(raw, where=where)
 
     async def _sync_model(self, name: str) -> None:
@@ -113,9 +116,11 @@ class ModelController:
         except ConfigError as exc:
             log.error("%s", exc)
             self.host.config_invalid(name, str(exc))
+            self.wanted.setdefault(name, set())
             return
         self._configs[name] = config
         desired = config.version_policy.select(versions)
+        self.wanted[name] = set(desired)
         known = self.host.get(name)
         config_changed = known is not None and known.config != config
         entry = self.host.entry(name, config)
@@ -190,7 +195,42 @@ class ModelController:
             if name not in self.host.models:
                 raise ModelNotFound(f"model {name!r} is not loaded")
             self._pinned_unloaded.add(name)
+            self.wanted.pop(name, None)
             await self.host.unload_model(name)
+
+    # -- readiness ---------------------------------------------------------------------------------------------
+    def unready(self, need_listing: bool = True) -> str | None:
+        """Why the server should not count as ready, or None: the store was never listed (``need_listing``), a
+        model's config is invalid, or a version its policy wants is not READY. A version loading beside a READY
+        one of the same model does not count (a rollout keeps serving)."""
+        if need_listing and not self.listed:
+            return f"the store {self.store.uri} has not been listed yet: {self.store_reason or 'starting'}"
+        for name in sorted(self.wanted):
+            entry = self.host.get(name)
+            if entry is None:
+                continue
+            serving = bool(entry.ready_versions())
+            placeholder = entry.versions.get(0)
+            if placeholder is not None and placeholder.state == UNAVAILABLE and 0 not in self.wanted[name]:
+                return f"model {name}: {placeholder.reason}"
+            for version in sorted(self.wanted[name]):
+                model = entry.versions.get(version)
+                state = model.state if model is not None else "not loaded"
+                if state == READY or (state == LOADING and serving):
+                    continue
+                reason = f": {model.reason}" if model is not None and model.reason else ""
+                return f"model {name} v{version} is {state}{reason}"
+        return None
+
+    def failed(self) -> list[str]:
+        """The models whose wanted versions failed to load (UNAVAILABLE), as ``name vN: reason`` lines."""
+        rows = []
+        for name, versions in sorted(self.wanted.items()):
+            entry = self.host.get(name)
+            for model in [] if entry is None else entry.versions.values():
+                if model.state == UNAVAILABLE and (model.version in versions or model.version == 0):
+                    rows.append(f"{name} v{model.version}: {model.reason}")
+        return rows
 
 
 def check_name(name: str) -> str:

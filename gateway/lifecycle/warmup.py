@@ -1,6 +1,7 @@
 """Warmer: runs warm-up requests on a freshly loaded version before it turns READY.
 
-Golden samples written by ``tensorgate export`` (``<model>/golden/<k>.npz``) are used when present, and checked
+Golden samples written by ``tensorgate export`` (``<model>/<version>/golden/<k>.npz``, or the model's older
+``<model>/golden/``) are used when present, and checked
 against their recorded outputs when the model's ``verify.on_load`` is set; otherwise synthetic inputs shaped
 from the signature are used, so the first real request is not the slow one.
 """
@@ -34,7 +35,7 @@ class Warmer:
         if runtime is None or model.signature is None:
             return
         cfg = model.config
-        golden = load_golden(self.store, model.name) if self.store is not None else []
+        golden = load_golden(self.store, model.name, model.version) if self.store is not None else []
         if golden:
             results = check_golden(runtime, golden, cfg.verify)
             problem = failures(results)

@@ -3,23 +3,28 @@ routes and the error handlers."""
 
 from __future__ import annotations
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.core.auth import Guard
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError
 from gateway.rest import metrics as metrics_routes
-from gateway.rest import tfserving, v2
+from gateway.rest import openapi, tfserving, v2
+from gateway.rest.auth import ASGIApp, AuthApp
 from gateway.rest.fastpath import InferApp
 from gateway.rest.responses import error_response
 from gateway.server.settings import Settings
 
 
-def create_app(dataplane: DataPlane, settings: Settings) -> InferApp:
-    """The HTTP application: the infer fast path in front of the FastAPI routes."""
-    return InferApp(create_routes(dataplane, settings), dataplane, settings)
+def create_app(dataplane: DataPlane, settings: Settings, guard: Guard | None = None) -> ASGIApp:
+    """The HTTP application: authentication (when keys are configured), then the infer fast path in front of the
+    FastAPI routes."""
+    app = InferApp(create_routes(dataplane, settings), dataplane, settings)
+    return AuthApp(app, guard) if guard is not None and guard.enabled else app
 
 
 def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
@@ -29,6 +34,11 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(metrics_routes.router)
+    spec = orjson.dumps(openapi.document(dataplane.info.version))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def _openapi() -> Response:
+        return Response(spec, media_type="application/json")
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -44,7 +54,9 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
             message = f"no route {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(message, exc.status_code)
+        response = error_response(message, exc.status_code)
+        response.headers.update(exc.headers or {})  # 405's Allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

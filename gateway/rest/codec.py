@@ -193,8 +193,14 @@ def _from_json(data: Any, name: str, datatype: str, shape: list[int]) -> np.ndar
         return out.reshape(shape)
     dt = DATATYPES[datatype].numpy
     try:
-        array = np.asarray(data, dtype=dt) if datatype != "BOOL" else _bools(data, name)
-    except (TypeError, ValueError, OverflowError) as exc:
+        if datatype == "BOOL":
+            array = _bools(data, name)
+        else:
+            probe = np.asarray(data)  # numbers only: numpy would also parse strings such as "NaN" or "12"
+            if probe.dtype.kind not in "biuf":
+                raise InvalidInput(f"input {name!r}: data is not a valid {datatype} array: values must be JSON numbers")
+            array = probe.astype(dt, copy=False) if dt.kind == "f" else np.asarray(data, dtype=dt)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidInput(f"input {name!r}: data is not a valid {datatype} array: {exc}") from None
     if array.size != count:
         raise InvalidInput(f"input {name!r}: {array.size} values given, shape {shape} needs {count}")

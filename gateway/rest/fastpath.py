@@ -53,6 +53,7 @@ class InferApp:
         self.fallback = fallback
         self.dp = dataplane
         self.limit = settings.max_request_bytes
+        self.timeout = settings.body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -65,7 +66,7 @@ class InferApp:
         received = time.perf_counter()
         name, version = target
         origin = Origin(peer=scope.get("client"))
-        call = _InferCall(scope, receive, name, version, self.limit, origin)
+        call = _InferCall(scope, receive, name, version, self.limit, self.timeout, origin)
         try:
             status, headers, body = await self.dp.infer(
                 "rest", call.decode, call.encode, name=name, version=version, received=received, origin=origin
@@ -81,12 +82,20 @@ class InferApp:
 class _InferCall:
     """One V2 REST infer request: its decoder and encoder share what the request asked for."""
 
-    __slots__ = ("accept", "binary_default", "limit", "name", "origin", "receive", "scope", "version")
+    __slots__ = ("accept", "binary_default", "limit", "name", "origin", "receive", "scope", "timeout", "version")
 
     def __init__(
-        self, scope: Scope, receive: Receive, name: str, version: str | None, limit: int, origin: Origin
+        self,
+        scope: Scope,
+        receive: Receive,
+        name: str,
+        version: str | None,
+        limit: int,
+        timeout: float,
+        origin: Origin,
     ) -> None:
         self.scope, self.receive, self.name, self.version, self.limit = scope, receive, name, version, limit
+        self.timeout = timeout
         self.origin = origin
         self.accept: str | None = None
         self.binary_default = False
@@ -110,7 +119,7 @@ class _InferCall:
                 self.origin.tracestate = value.decode("latin-1")
             elif key == _ROUTE_KEY:
                 x.key = self.origin.route_key = value.decode("latin-1")
-        body = await read_body(self.receive, declared, content_encoding, self.limit)
+        body = await read_body(self.receive, declared, content_encoding, self.limit, self.timeout)
         self.origin.request_bytes = len(body)
         raw_input = raw_input_spec(x.resolve(self.name, self.version)) if header_length == "0" else None
         request = decode_request(body, header_length, self.name, self.version, raw_input)

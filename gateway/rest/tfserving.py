@@ -95,6 +95,13 @@ class _PostCall:
         body = await request_body(self.request)
         self.origin.request_bytes = len(body)
         doc = codec.loads(body)
+        try:
+            return self._decode(x, doc)
+        except RecursionError:  # data nested deeper than any tensor's rank, walked by the codec
+            raise InvalidInput(codec.NESTING) from None
+
+    def _decode(self, x: Exchange, doc: dict[str, Any]) -> InferRequest:
+        t, verb = self.target, self.verb
         model = x.resolve(t["model"], t["version"], t["label"])
         signature = model.signature_for(codec.signature_name(doc))
         if verb == "predict":

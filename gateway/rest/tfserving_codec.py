@@ -45,6 +45,8 @@ class PredictRequest:
 
 # -------------------------------------------------------------------- JSON parsing
 
+NESTING = "JSON Parse error: the document is nested too deeply"
+
 
 def loads(body: bytes | str) -> dict[str, Any]:
     """Parse a request body: orjson first, the standard library when the body holds NaN/Infinity literals."""
@@ -57,6 +59,8 @@ def loads(body: bytes | str) -> dict[str, Any]:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"JSON Parse error: {exc}") from None
+        except RecursionError:
+            raise InvalidInput(NESTING) from None
     if not isinstance(doc, dict):
         raise InvalidInput(f"JSON Value: {_short(doc)} Is not object")
     return doc

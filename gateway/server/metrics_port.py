@@ -1,4 +1,6 @@
-"""MetricsPort: the dedicated /metrics port (Triton's :8002 habit) served by its own thread, not the event loop.
+"""MetricsPort: the dedicated /metrics port (Triton's :8002 habit) served by its own thread, not the event loop,
+with the health endpoints too, so that probes reach a plain-HTTP port when the main ports require TLS (or client
+certificates). ``/metrics`` there asks for a key like on the main port when the ``metrics`` group is protected.
 
 A scrape of a large store must never wait behind inference, nor inference behind a scrape: this port has no
 share in the serving loop at all (a small threaded HTTP server; the exposition renders from copies).
@@ -11,13 +13,23 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
+
+from gateway.core.auth import Guard
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import GatewayError
+from gateway.rest.auth import presented_key
 from gateway.telemetry.exposition import content_type, encode_body, wants_openmetrics
 from gateway.telemetry.metrics import Metrics
+
+_JSON = "application/json"
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     metrics: Metrics
+    dataplane: DataPlane | None
+    guard: Guard | None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -25,10 +37,29 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # http.server's naming
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._reply(404, b'{"error":"no route GET ' + self.path.encode("latin-1", "replace") + b'"}',
-                        "application/json")  # fmt: skip
+        path = self.path.split("?", 1)[0]
+        dp = self.server.dataplane
+        if dp is not None and path in ("/v2/health/live", "/v2/health/ready"):
+            if path.endswith("live"):
+                self._reply(200, orjson.dumps({"live": dp.live()}), _JSON)
+                return
+            try:
+                ready = dp.ready()
+            except RuntimeError:  # the host's tables changed while read from this thread: not ready this instant
+                ready = False
+            self._reply(200 if ready else 503, orjson.dumps({"ready": ready}), _JSON)
             return
+        if path != "/metrics":
+            self._reply(404, orjson.dumps({"error": f"no route GET {path}"}), _JSON)
+            return
+        guard = self.server.guard
+        if guard is not None and guard.protects("metrics"):
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+            try:
+                guard.authorize(presented_key(headers), "metrics")
+            except GatewayError as exc:
+                self._reply(exc.http_status, orjson.dumps({"error": exc.message}), _JSON)
+                return
         openmetrics = wants_openmetrics(self.headers.get("accept"))
         gzip = "gzip" in self.headers.get("accept-encoding", "")
         body, encoding = encode_body(self.server.metrics, openmetrics, gzip)
@@ -48,12 +79,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsPort:
-    """``MetricsPort(metrics, host, port).start()`` -> the bound port; ``close()`` stops it."""
+    """``MetricsPort(metrics, host, port, dataplane, guard).start()`` -> the bound port; ``close()`` stops it."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    def __init__(
+        self, metrics: Metrics, host: str, port: int, dataplane: DataPlane | None = None, guard: Guard | None = None
+    ) -> None:
         _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._server = _Server((host, port), _Handler)
         self._server.metrics = metrics
+        self._server.dataplane = dataplane
+        self._server.guard = guard
         self._thread = threading.Thread(target=self._server.serve_forever, name="tg-metrics", daemon=True)
 
     @property

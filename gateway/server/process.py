@@ -20,14 +20,17 @@ import orjson
 import uvicorn
 
 from gateway import __version__
+from gateway.core.auth import Guard, KeyRing, ModelAccessRouter, RestrictedControl
 from gateway.core.dataplane import DataPlane, ServerInfo
 from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.warmup import Warmer
 from gateway.routing.routes import RouteRouter
+from gateway.server.http_protocol import protocol_class
 from gateway.server.metrics_port import MetricsPort
 from gateway.server.settings import Settings
+from gateway.server.tls import ServerTLS, certificate_files
 from gateway.telemetry.access import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import Tracing
@@ -47,7 +50,7 @@ class Server:
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
         self.store = open_store(settings.store, **options)
-        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm)
+        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
@@ -57,9 +60,13 @@ class Server:
             else None
         )
         self.tracing = _tracing() if settings.tracing else None
+        self.guard = Guard(KeyRing(Path(settings.auth_keys)) if settings.auth_keys else None, settings.auth_open)
+        control = RestrictedControl(self.controller, self.guard, explicit=settings.model_control == "explicit")
+        routes = RouteRouter(self.host, self.metrics.routes)
+        router = ModelAccessRouter(routes) if self.guard.enabled else routes
         self.dataplane = DataPlane(
-            self.host, RouteRouter(self.host, self.metrics.routes), self.metrics, self.controller,
-            ServerInfo(version=__version__), access_log=self.access_log, tracing=self.tracing,
+            self.host, router, self.metrics, control, ServerInfo(version=__version__),
+            access_log=self.access_log, tracing=self.tracing,
         )  # fmt: skip
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
@@ -72,24 +79,35 @@ class Server:
         from gateway.rest.app import create_app
 
         s = self.settings
-        app = create_app(self.dataplane, s)
-        self._http, http_port = await self._start_uvicorn(app, s.http_port)
+        app = create_app(self.dataplane, s, self.guard)
+        files = certificate_files(s)
+        self._http, http_port = await self._start_uvicorn(app, s.http_port, ServerTLS(files) if files else None)
         self.ports["http"] = http_port
         if s.grpc_port >= 0:
             from gateway.grpc.server import start_grpc
 
-            self._grpc, grpc_port = await start_grpc(self.dataplane, s)
+            self._grpc, grpc_port = await start_grpc(self.dataplane, s, self.guard)
             self.ports["grpc"] = grpc_port
         if s.metrics_port >= 0:
-            self._metrics_port = MetricsPort(self.metrics, s.host, s.metrics_port)
+            self._metrics_port = MetricsPort(self.metrics, s.host, s.metrics_port, self.dataplane, self.guard)
             self.ports["metrics"] = self._metrics_port.start()
         log.info(
-            "tensorgate %s listening: http %s:%d, grpc %s, store %s (%s mode)",
-            __version__, s.host, http_port, self.ports.get("grpc", "off"), self.store.uri, s.model_control,
+            "tensorgate %s listening: %s %s:%d, grpc %s, store %s (%s mode)%s",
+            __version__, "https" if files else "http", s.host, http_port, self.ports.get("grpc", "off"),
+            self.store.uri, s.model_control, ", API keys required" if self.guard.enabled else "",
         )  # fmt: skip
         if s.port_file:
             await asyncio.to_thread(_write_atomically, Path(s.port_file), orjson.dumps(self.ports))
         await self._initial_load()
+        if s.exit_on_error:
+            problems = self.controller.failed()
+            if s.model_control != "explicit" and not self.controller.listed:
+                problems.insert(0, f"store {self.store.uri}: {self.controller.store_reason or 'not listed'}")
+            if problems:
+                raise StartupError("--exit-on-error: " + "; ".join(problems))
+        if s.strict_readiness:
+            need_listing = s.model_control != "explicit"
+            self.dataplane.readiness = lambda: self.controller.unready(need_listing)
         self.dataplane.started = True
         if s.model_control == "poll" and s.poll_interval > 0:
             self._tasks.append(asyncio.create_task(self._poll()))
@@ -117,7 +135,7 @@ class Server:
             except Exception:
                 log.exception("store poll failed")
 
-    async def _start_uvicorn(self, app: Any, port: int) -> tuple[uvicorn.Server, int]:
+    async def _start_uvicorn(self, app: Any, port: int, tls: ServerTLS | None = None) -> tuple[uvicorn.Server, int]:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -129,7 +147,7 @@ class Server:
             log_config=None,
             access_log=False,
             lifespan="off",
-            http="httptools",
+            http=protocol_class(self.settings.header_timeout),
             proxy_headers=False,
             server_header=False,
             date_header=False,
@@ -137,6 +155,7 @@ class Server:
             timeout_keep_alive=75,
             timeout_graceful_shutdown=int(self.settings.grace_period) or None,
             backlog=2048,
+            ssl_context_factory=None if tls is None else lambda _config, _default: tls.context(),
         )
         server = uvicorn.Server(config)
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # signals are ours
@@ -148,7 +167,8 @@ class Server:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until stopped; the exit status (1 when ``--exit-on-error`` refused the start)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -156,8 +176,12 @@ class Server:
         try:
             await self.start()
             await self._stop.wait()
+        except StartupError as exc:
+            log.error("%s", exc)
+            return 1
         finally:
             await self.shutdown()
+        return 0
 
     async def shutdown(self) -> None:
         log.info("shutting down: not ready, draining in-flight requests (grace %.0fs)", self.settings.grace_period)
@@ -193,14 +217,18 @@ def _tracing() -> Tracing:
         raise SystemExit(f"--tracing needs OpenTelemetry ({exc}): pip install 'tensorgate[tracing]'") from None
 
 
+class StartupError(RuntimeError):
+    """The server refuses to start serving (``--exit-on-error`` with a failed model or an unreadable store)."""
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
-def run(settings: Settings) -> None:
-    """Run the server on uvloop until SIGTERM/SIGINT."""
+def run(settings: Settings) -> int:
+    """Run the server on uvloop until SIGTERM/SIGINT; the exit status."""
     try:
         import uvloop
 
@@ -208,4 +236,4 @@ def run(settings: Settings) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.Runner()
     with runner:
-        runner.run(Server(settings).run())
+        return runner.run(Server(settings).run())

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     grace_period: float = Field(default=30.0, ge=0)
     shutdown_delay: float = Field(default=0.0, ge=0)
     cache_dir: str | None = None
-    config_overrides: str | None = None  # folder of <model>.yaml replacing the store's config.yaml
+    config_overrides: str | None = None  # folder of <model>.yaml merged into the store's config.yaml
     port_file: str | None = None
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
@@ -38,3 +38,14 @@ class Settings(BaseSettings):
     access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of fast successful requests logged
     access_log_slow_ms: float = Field(default=0.0, ge=0.0)  # requests at least this slow are always logged (0: off)
     tracing: bool = False  # OpenTelemetry spans exported over OTLP (configured by OTEL_* variables)
+    # -- security (README "Security")
+    auth_keys: str | None = None  # YAML file of hashed API keys with scopes (gateway.core.auth); None: no auth
+    auth_open: list[str] = Field(default_factory=lambda: ["health", "metrics"])  # endpoint groups needing no key
+    tls_cert: str | None = None  # PEM certificate chain: HTTPS and gRPC over TLS (re-read when it changes)
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    strict_readiness: bool = True  # ready only when every version the store and policies want is READY
+    exit_on_error: bool = False  # exit non-zero when a model fails to load at startup
+    allow_pickle: bool = False  # load torch.export archives whose weights are pickled (runs code from the store)
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds a request body may take to arrive (408 beyond)
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds a request head may take (connection closed beyond)

@@ -1,8 +1,8 @@
 """Keras export: a Keras model -> a TF Serving SavedModel and a tf2onnx ONNX variant, with configs and goldens.
 
 Layout written into the store (``name`` is the family name):
-``<store>/<name>_tf_savedmodel/{config.yaml, 1/saved_model.pb, 1/variables/, golden/<k>.npz}`` and, where
-tf2onnx converts, ``<store>/<name>_onnx/{config.yaml, 1/model.onnx, golden/<k>.npz}``.
+``<store>/<name>_tf_savedmodel/{config.yaml, 1/saved_model.pb, 1/variables/, 1/golden/<k>.npz}`` and, where
+tf2onnx converts, ``<store>/<name>_onnx/{config.yaml, 1/model.onnx, 1/golden/<k>.npz}``.
 
 Tensor names are the SavedModel's ``serving_default`` keys, which ``model.export`` takes from the Keras model:
 inputs are named after the ``keras.Input`` layers; outputs are ``output_0``, ``output_1``... for a tensor or a
@@ -252,7 +252,7 @@ def export_savedmodel(
         },
     )
     _write_config(model_dir, config)
-    write_golden(model_dir, samples)
+    write_golden(version_dir, samples)
     return version_dir
 
 
@@ -315,7 +315,7 @@ def convert_onnx(
         source={**source, "exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset},
     )
     _write_config(model_dir, config)
-    write_golden(model_dir, samples)
+    write_golden(version_dir, samples)
     return target, f"converted with tf2onnx {tf2onnx.__version__} (opset {opset})"
 
 

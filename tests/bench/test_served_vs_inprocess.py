@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ def test_served_vs_inprocess_reports_median_ratios(onnx_store: Path, tmp_path: P
         sys.executable, str(SCRIPT), "--store", str(onnx_store), "--model", "dense", "--concurrency", "2",
         "--duration", "0.3", "--warmup", "0", "--rounds", "2", "--json", str(out),
     ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's packages, whatever the environment installed
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["model"] == "dense" and doc["version_dir"].endswith("dense/2")

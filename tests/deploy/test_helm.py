@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from gateway.server.settings import Settings
 from model_store.route import RouteConfig
 from tests.deploy.manifests import ADAPTER_RULES, CHART, CUSTOM_KINDS, RULE_TESTS, RULES, render_chart, validate_core
+from tests.deploy.model_schema import model_config_schema
 
 S3_FULL: dict[str, Any] = {
     "image": {"repository": "registry.example/ml/tensorgate", "tag": "0.1.0-onnx"},
@@ -69,6 +71,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "podDisruptionBudget": {"enabled": False},
         "serviceAccount": {"create": False, "name": "ml-runner"},
         "prometheusRule": {"enabled": True},
+    },
+    "tls-mtls-auth": {
+        "tls": {"enabled": True, "secretName": "tensorgate-tls", "clientAuth": True},
+        "auth": {"enabled": True, "secretName": "tensorgate-keys", "open": ["health"]},
+        "server": {"strictReadiness": True},
     },
     "emptydir-fixed-replicas": {
         "modelStore": {"type": "volume", "volume": {"kind": "emptyDir"}},
@@ -231,13 +238,41 @@ def test_server_settings_come_from_the_configmap(rendered: dict[str, list[dict[s
         env = config_env(scenario_docs)
         unknown = set(env) - fields - PENDING_SETTINGS
         assert not unknown, f"{scenario}: settings the server does not have: {unknown}"
-        known = {k[len("TENSORGATE_") :].lower(): v for k, v in env.items() if k in fields}
-        Settings.model_validate(known)
+        with pytest.MonkeyPatch.context() as patch:  # read as the server reads them: from its environment
+            for key, value in env.items():
+                if key in fields:
+                    patch.setenv(key, value)
+            Settings()
 
 
 #: TENSORGATE_CONFIG_OVERRIDES names the folder of per-model config.yaml overrides (values `models`); it is
 #: checked like the others as soon as gateway.server.settings.Settings has the config_overrides field.
 PENDING_SETTINGS = set() if "config_overrides" in Settings.model_fields else {"TENSORGATE_CONFIG_OVERRIDES"}
+
+
+def test_tls_and_keys_come_from_mounted_secrets_and_probes_stay_plain(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["tls-mtls-auth"]
+    env = config_env(docs)
+    assert env["TENSORGATE_TLS_CERT"] == "/etc/tensorgate/tls/tls.crt"
+    assert env["TENSORGATE_TLS_KEY"] == "/etc/tensorgate/tls/tls.key"
+    assert env["TENSORGATE_TLS_CLIENT_CA"] == "/etc/tensorgate/tls/ca.crt"
+    assert env["TENSORGATE_AUTH_KEYS"] == "/etc/tensorgate/auth/keys.yaml"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TENSORGATE_AUTH_OPEN", env["TENSORGATE_AUTH_OPEN"])
+        assert Settings().auth_open == ["health"]
+    assert env["TENSORGATE_STRICT_READINESS"] == "true"
+    c = container(docs)
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert "subPath" not in mounts["tls"] and mounts["tls"]["readOnly"]  # rotated files reach the server
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"tls": "tensorgate-tls", "auth": "tensorgate-keys"}
+    # kubelet probes present no client certificate: with TLS on they use the plain metrics port (health only)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "metrics"}
+    assert "TENSORGATE_TLS_CERT" not in config_env(rendered["default"])
 
 
 def test_model_overrides_are_mounted(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -424,7 +459,11 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad interval": {"serviceMonitor": {"interval": "15 seconds"}},
     "bad extra setting name": {"server": {"extraSettings": {"log-level": "debug"}}},
     "model name with a slash": {"models": {"a/b": {}}},
+    "misspelt model config field": {"models": {"m": {"sla": {"p99": 20}}}},
+    "model config field of the wrong type": {"models": {"m": {"instances": "two"}}},
+    "unknown model runtime": {"models": {"m": {"runtime": "tensorrt"}}},
     "bad digest": {"image": {"digest": "latest"}},
+    "unknown auth group": {"auth": {"open": ["everything"]}},
 }  # fmt: skip
 
 
@@ -442,11 +481,22 @@ def test_bad_values_are_rejected(case: str) -> None:
     [
         ({"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds must exceed"),
         ({"modelStore": {"s3": {"accessKeyId": "only-the-id"}}}, "set both accessKeyId and secretAccessKey"),
+        ({"tls": {"enabled": True}}, "tls.enabled needs tls.secretName"),
+        ({"auth": {"enabled": True}}, "auth.enabled needs auth.secretName"),
     ],
 )
 def test_inconsistent_values_fail_to_render(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=message):
         render_chart(values)
+
+
+def test_models_are_checked_as_the_server_checks_config_yaml() -> None:
+    values = json.loads(CHART.joinpath("values.schema.json").read_text())
+    schema, defs = model_config_schema()
+    assert values["properties"]["models"]["additionalProperties"] == schema, "run python -m tests.deploy.model_schema"
+    assert {k: v for k, v in values["$defs"].items() if k.startswith("ModelConfig")} == defs
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema({"models": {"resnet": {"sla": {"p99_ms": 25}, "options": {"device": "cpu"}}}})
 
 
 def test_schema_accepts_every_default() -> None:

@@ -173,7 +173,11 @@ def test_client_deadline_is_honoured(client: tg.InferenceServerClient, server: S
 def test_large_message_and_limit(onnx_store: Path, tmp_path: Path) -> None:
     """64 MiB of FP32 passes under the default limit; beyond a configured limit the call is RESOURCE_EXHAUSTED."""
     big = np.random.default_rng(0).standard_normal((1, 16 * 1024 * 1024)).astype(np.float32)  # 64 MiB
-    proc = ServerProcess(onnx_store, tmp_path, ["--poll-interval", "0", "--grpc-max-message-bytes", str(80 << 20)])
+    proc = ServerProcess(
+        onnx_store,
+        tmp_path,
+        ["--poll-interval", "0", "--no-strict-readiness", "--grpc-max-message-bytes", str(80 << 20)],
+    )
     proc.start()
     try:
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]

@@ -352,7 +352,9 @@ def test_unknown_route_is_json_404(server: ServerProcess) -> None:
 
 
 def test_body_over_limit_is_413(onnx_store: Path, tmp_path: Path) -> None:
-    small = ServerProcess(onnx_store, tmp_path, ["--poll-interval", "0", "--max-request-bytes", "2048"]).start()
+    small = ServerProcess(
+        onnx_store, tmp_path, ["--poll-interval", "0", "--no-strict-readiness", "--max-request-bytes", "2048"]
+    ).start()
     try:
         doc = orjson.dumps({"inputs": [{**_GOOD, "shape": [100, 16], "data": [0.5] * 1600}]})
         resp = httpx.post(f"{small.http_url}/v2/models/dense/infer", content=doc)

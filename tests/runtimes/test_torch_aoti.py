@@ -50,9 +50,18 @@ def test_signature_comes_from_the_sidecar(torch_store: Path, loaded: dict[str, T
     assert sidecar["device"] == "cpu"
     assert sidecar["torch"] == torch.__version__
     assert sidecar["ranges"] == {"batch": {"min": 1, "max": MAX_BATCH}}
-    assert sidecar["inputs"][1] == {"name": "ids", "datatype": "INT64", "dims": ["batch", 4]}
+    # the embedding's table size, found in the exported graph: indices beyond it would abort the compiled model
+    assert sidecar["inputs"][1] == {
+        "name": "ids",
+        "datatype": "INT64",
+        "dims": ["batch", 4],
+        "values": {"min": 0, "max": 19},
+    }
     sig = loaded["multi"].signature()
-    assert [(s.name, s.datatype, s.shape) for s in sig.inputs] == [("x", "FP32", (-1, 8)), ("ids", "INT64", (-1, 4))]
+    assert [(s.name, s.datatype, s.shape, s.values) for s in sig.inputs] == [
+        ("x", "FP32", (-1, 8), None),
+        ("ids", "INT64", (-1, 4), (0, 20)),
+    ]
     assert [s.name for s in sig.outputs] == ["score", "pooled"]
     assert loaded["cnn"].signature().inputs[0].shape == (-1, 3, 64, 64)
     assert loaded["cnn"].device == "cpu"

@@ -30,7 +30,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 
 def _golden(model_dir: Path) -> list[dict[str, np.ndarray]]:
-    files = sorted((model_dir / "golden").glob("*.npz"), key=lambda p: int(p.stem))
+    files = sorted((model_dir / "1" / "golden").glob("*.npz"), key=lambda p: int(p.stem))
     samples = []
     for path in files:
         with np.load(path) as npz:
@@ -106,7 +106,8 @@ def test_reexport_keeps_what_the_user_added_to_the_config(tmp_path: Path) -> Non
     config = ModelConfig.parse(config_path.read_text())
     assert config.sla.p99_ms == 30
     assert config.labels == {"team": "vision"}
-    assert sorted(p.name for p in (tmp_path / "mlp_torch_export").iterdir()) == ["1", "2", "config.yaml", "golden"]
+    assert sorted(p.name for p in (tmp_path / "mlp_torch_export").iterdir()) == ["1", "2", "config.yaml"]
+    assert all((tmp_path / "mlp_torch_export" / v / "golden" / "0.npz").is_file() for v in ("1", "2"))
 
 
 def test_state_dict_weights_are_the_ones_exported(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_cli_export_writes_the_chosen_formats(tmp_path: Path, capsys: pytest.Cap
     sidecar = json.loads((tmp_path / "two_torch_export" / "1" / "signature.json").read_text())
     assert [o["name"] for o in sidecar["outputs"]] == ["a", "b"]
     assert sidecar["ranges"]["batch"] == {"min": 1, "max": 4}
-    assert len(list((tmp_path / "two_onnx" / "golden").iterdir())) == 2
+    assert len(list((tmp_path / "two_onnx" / "1" / "golden").iterdir())) == 2
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def test_variant_exported_from_other_weights_fails_naming_variant_and_output(
 
 
 def test_check_golden_reports_each_sample_and_output(torch_store: Path, mlp_runtime: TorchExportRuntime) -> None:
-    golden = load_golden(open_store(torch_store), "mlp_torch_export")
+    golden = load_golden(open_store(torch_store), "mlp_torch_export", 1)
     results = check_golden(mlp_runtime, golden, Verify(atol=1e-6, rtol=0))
     assert [(r.sample, r.output, r.ok) for r in results] == [
         (0, "logits", True),
@@ -132,7 +132,7 @@ def test_named_model_without_golden_samples_fails(
 ) -> None:
     store = tmp_path / "store"
     shutil.copytree(torch_store / "mlp_torch_export", store / "mlp_torch_export")
-    shutil.rmtree(store / "mlp_torch_export" / "golden")
+    shutil.rmtree(store / "mlp_torch_export" / "1" / "golden")
     assert main(["verify", "--store", str(store)]) == 0  # not asked for by name: reported as skipped
     assert "skipped" in capsys.readouterr().out
     assert main(["verify", "--store", str(store), "--models", "mlp_torch_export"]) == 1

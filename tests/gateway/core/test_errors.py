@@ -6,10 +6,11 @@ import grpc
 import pytest
 
 import gateway.core.errors as errors_module
-from gateway.core.errors import STATUS_TABLE, GatewayError, PayloadTooLarge
+from gateway.core.errors import STATUS_TABLE, GatewayError, PayloadTooLarge, RequestTimeout
 
-#: Refinements of a table row that only HTTP can express: 413 is still RESOURCE_EXHAUSTED over gRPC.
-HTTP_REFINEMENTS: dict[type[GatewayError], int] = {PayloadTooLarge: 413}
+#: Refinements of a table row that only HTTP can express: 413 is still RESOURCE_EXHAUSTED over gRPC, 408 (a body
+#: that did not arrive in time) DEADLINE_EXCEEDED.
+HTTP_REFINEMENTS: dict[type[GatewayError], int] = {PayloadTooLarge: 413, RequestTimeout: 408}
 
 
 def _subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:

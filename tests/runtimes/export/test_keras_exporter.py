@@ -40,7 +40,7 @@ def torch_mlp() -> Any:
 
 
 def _golden(model_dir: Path) -> list[dict[str, np.ndarray]]:
-    files = sorted((model_dir / "golden").glob("*.npz"), key=lambda p: int(p.stem))
+    files = sorted((model_dir / "1" / "golden").glob("*.npz"), key=lambda p: int(p.stem))
     out = []
     for path in files:
         with np.load(path, allow_pickle=False) as npz:
