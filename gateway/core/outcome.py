@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway.core.auth import current_key_id
 from gateway.core.errors import GatewayError
 from gateway.core.exchange import Exchange, new_request_id
 from gateway.lifecycle.model import ModelVersion
@@ -46,6 +47,8 @@ class Outcomes:
         end = time.perf_counter()
         total = end - x.received
         origin = x.origin
+        if origin.key_id is None:
+            origin.key_id = current_key_id()
         if origin.request_id is None:
             origin.request_id = new_request_id()
         trace_id = None
@@ -68,6 +71,8 @@ class Outcomes:
         end = time.perf_counter()
         total = end - x.received
         origin = x.origin
+        if origin.key_id is None:
+            origin.key_id = current_key_id()
         if origin.request_id is None:
             origin.request_id = new_request_id()
         if x.plan is not None:

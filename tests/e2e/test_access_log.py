@@ -10,6 +10,7 @@ import queue
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +23,8 @@ import tritonclient.http as th
 from tensorflow_serving.apis import predict_pb2
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from tests.credentials import write_keys
+from tests.onnx_models import dense_model
 from tests.serving import ServerProcess
 
 X = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
@@ -223,3 +226,32 @@ def test_tritonclient_request_id_reaches_the_log(observed: ServerProcess) -> Non
     (grpc_line,) = lines_for(observed, rid_grpc)
     assert (http_line["protocol"], grpc_line["protocol"]) == ("rest", "grpc")
     assert http_line["code"] == grpc_line["code"] == "OK"
+
+
+def test_the_authenticated_keys_id_is_in_the_line(tmp_path: Path) -> None:
+    """With API keys on, each line names the ID of the key that authenticated the request (never the key itself),
+    over REST and gRPC, the request refused by the model included."""
+    store = tmp_path / "store"
+    dense_model(store / "dense" / "1" / "model.onnx")
+    keys = write_keys(tmp_path / "keys.yaml", {"k-secret-app-1": {"id": "app", "scopes": ["infer", "read"]}})
+    proc = ServerProcess(
+        store, tmp_path, ["--poll-interval", "0", "--auth-keys", str(keys), "--access-log", "--log-format", "json"]
+    ).start()
+    try:
+        auth = {"authorization": "Bearer k-secret-app-1"}
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": X.ravel().tolist()}]}
+        good = httpx.post(f"{proc.http_url}/v2/models/dense/infer", json=body, headers={**auth, "x-request-id": "k1"})
+        bad = httpx.post(
+            f"{proc.http_url}/v2/models/dense/infer", json={"inputs": []}, headers={**auth, "x-request-id": "k2"}
+        )
+        assert (good.status_code, bad.status_code) == (200, 400)
+        client = tg.InferenceServerClient(proc.grpc)
+        inp = tg.InferInput("x", [1, 16], "FP32")
+        inp.set_data_from_numpy(X)
+        client.infer("dense", [inp], headers={**auth, "x-request-id": "k3"})
+        for rid, code, protocol in (("k1", "OK", "rest"), ("k2", "INVALID_ARGUMENT", "rest"), ("k3", "OK", "grpc")):
+            (line,) = lines_for(proc, rid)
+            assert (line["key_id"], line["code"], line["protocol"]) == ("app", code, protocol), line
+        assert "k-secret-app-1" not in proc.log_path.read_text()
+    finally:
+        proc.stop()
