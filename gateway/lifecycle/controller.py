@@ -53,7 +53,6 @@ class ModelController:
                 return
             wanted = set(only) if only is not None else None
             present = set(names)
-            self.listed = True
             if not present and any(e.ready_versions() for e in self.host.models.values()):
                 # An empty listing while models serve is far more often a store hiccup (a bucket being
                 # restored, a wrong mount) than a wish to serve nothing: keep serving and say so.
@@ -84,6 +83,7 @@ class ModelController:
                 for name in wanted - present:
                     raise ModelNotFound(f"model {name!r} is not in the store {self.store.uri}")
             self._publish_routes()
+            self.listed = True  # a whole pass: every model listed has its wanted versions known (strict readiness)
             self.metrics.store_poll(ok=True)
             if self.store_reason:
                 log.info("store %s is reachable again", self.store.uri)

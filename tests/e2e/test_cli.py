@@ -119,7 +119,7 @@ def test_demo_builds_every_model_in_every_format_with_golden_samples(demo_store:
         model = demo_store / name
         assert (model / "1" / artifact).is_file(), sorted(p.name for p in (model / "1").iterdir())
         assert (model / "config.yaml").is_file()
-        goldens = sorted((model / "golden").glob("*.npz"))
+        goldens = sorted((model / "1" / "golden").glob("*.npz"))  # each version carries its own samples
         assert goldens and goldens[0].name == "0.npz", name
     assert (demo_store / ".sources" / "mlp.pt").is_file()  # the MLP's weights, for other frameworks' variants
 
@@ -152,7 +152,7 @@ def test_the_demo_store_is_served(demo_store: Path, demo_server: ServerProcess) 
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=f"{model} via {module.__name__}")
 
     # the CNN against the golden sample its export recorded (eager PyTorch)
-    with np.load(demo_store / "cnn_onnx" / "golden" / "0.npz") as golden:
+    with np.load(demo_store / "cnn_onnx" / "1" / "golden" / "0.npz") as golden:
         image, logits = golden["in.image"], golden["out.logits"]
     for model in ("cnn_onnx", "cnn_torch_aoti"):
         inp = th.InferInput("image", list(image.shape), "FP32")

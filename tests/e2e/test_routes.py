@@ -25,6 +25,7 @@ import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
 
+from tests.credentials import write_keys
 from tests.onnx_models import dense_model, heavy_model
 from tests.serving import ServerProcess
 
@@ -64,9 +65,16 @@ def route_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+ADMIN_KEY = "k-route-admin-1"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
 @pytest.fixture(scope="module")
 def route_server(route_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(route_store, tmp_path_factory.mktemp("route_server"), ["--poll-interval", "0.5"]).start()
+    tmp = tmp_path_factory.mktemp("route_server")
+    keys = write_keys(tmp / "keys.yaml", {ADMIN_KEY: {"id": "ops", "scopes": ["admin"]}})  # the repository API
+    args = ["--poll-interval", "0.5", "--auth-keys", str(keys), "--auth-open", "health,metrics,read,infer"]
+    proc = ServerProcess(route_store, tmp, args).start()
     yield proc
     proc.stop()
 
@@ -187,11 +195,12 @@ def test_a_variant_unloaded_mid_run_fails_no_request(route_server: ServerProcess
     with Load(route_server, "pair") as load:
         wait_for(lambda: len(load.outcomes) >= 200, "traffic on both variants", route_server)
         assert set(load.shares(0.0)) == {"left", "right"}
-        httpx.post(f"{route_server.http_url}/v2/repository/models/left/unload", timeout=60).raise_for_status()
+        repository = f"{route_server.http_url}/v2/repository/models/left"
+        httpx.post(f"{repository}/unload", headers=ADMIN, timeout=60).raise_for_status()
         unloaded = time.monotonic()
         wait_for(lambda: len([o for o in load.outcomes if o[0] > unloaded + 0.5]) >= 300, "traffic", route_server)
         alone = load.shares(unloaded + 0.5)
-        httpx.post(f"{route_server.http_url}/v2/repository/models/left/load", timeout=60).raise_for_status()
+        httpx.post(f"{repository}/load", headers=ADMIN, timeout=60).raise_for_status()
         loaded = time.monotonic()
         wait_for(lambda: len([o for o in load.outcomes if o[0] > loaded]) >= 300, "traffic", route_server)
         both = load.shares(loaded)
