@@ -76,7 +76,7 @@ def shared_torch_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 
 def eager_model(family: str) -> nn.Module:
     """The eager module behind a store family (``mlp``, ``cnn``, ``multi``)."""
-    from runtimes import torch_demo
+    from runtimes.export import demo_networks as torch_demo
 
     return {"mlp": torch_demo.mlp, "cnn": torch_demo.cnn, "multi": two_heads}[family]()
 
