@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway.core.auth import current_key_id
 from gateway.core.errors import GatewayError
-from gateway.core.exchange import Exchange, new_request_id
+from gateway.core.exchange import Exchange, Origin, new_request_id
 from gateway.lifecycle.model import ModelVersion
 from gateway.routing.router import Router
 from gateway.telemetry.access import AccessLog
@@ -19,6 +19,17 @@ from gateway.telemetry.tracing import Tracing
 
 def _span_labels(labels: tuple[str, str, str]) -> dict[str, str]:
     return {"tensorgate.model": labels[0], "tensorgate.version": labels[1], "tensorgate.runtime": labels[2]}
+
+
+def _closing(x: Exchange) -> tuple[float, float, Origin]:
+    """When the request ended, how long it took, and its Origin with its request ID and key ID filled in."""
+    end = time.perf_counter()
+    origin = x.origin
+    if origin.key_id is None:
+        origin.key_id = current_key_id()
+    if origin.request_id is None:
+        origin.request_id = new_request_id()
+    return end, end - x.received, origin
 
 
 class Outcomes:
@@ -44,13 +55,7 @@ class Outcomes:
         return self.tracing.begin(x.name, x.protocol, x.received, o.traceparent, o.tracestate, attributes)
 
     def ok(self, x: Exchange, model: ModelVersion, rows: int, queue: float, compute: float) -> None:
-        end = time.perf_counter()
-        total = end - x.received
-        origin = x.origin
-        if origin.key_id is None:
-            origin.key_id = current_key_id()
-        if origin.request_id is None:
-            origin.request_id = new_request_id()
+        end, total, origin = _closing(x)
         trace_id = None
         if x.trace is not None:
             trace_id = x.trace.finish(end, "OK", queue, compute, _span_labels(model.labels))
@@ -68,13 +73,7 @@ class Outcomes:
             )  # fmt: skip
 
     def failed(self, x: Exchange, code: str, message: str = "") -> None:
-        end = time.perf_counter()
-        total = end - x.received
-        origin = x.origin
-        if origin.key_id is None:
-            origin.key_id = current_key_id()
-        if origin.request_id is None:
-            origin.request_id = new_request_id()
+        end, total, origin = _closing(x)
         if x.plan is not None:
             x.plan.failed(code, total)
         model = x.model

@@ -4,14 +4,13 @@ PERMISSION_DENIED / RESOURCE_EXHAUSTED from the one error table; the principal i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from gateway.core.auth import PRINCIPAL, Guard
 from gateway.core.errors import GatewayError
-from gateway.grpc.calls import wrap
+from gateway.grpc.calls import WrappingInterceptor, wrap
 from gateway.grpc.status import abort
 
 _V2 = "/inference.GRPCInferenceService/"
@@ -54,21 +53,12 @@ def presented_key(metadata: Any) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     def __init__(self, guard: Guard) -> None:
+        super().__init__()
         self.guard = guard
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method: handlers do not change between calls
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]], handler_call_details: Any
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         group = method_group(method)
         guard = self.guard
 
@@ -79,5 +69,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await abort(context, exc)
             PRINCIPAL.set(principal)  # the call's own task: its context ends with it
 
-        wrapped = self._wrapped[method] = wrap(handler, before)
-        return wrapped
+        return wrap(handler, before)

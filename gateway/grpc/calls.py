@@ -1,5 +1,6 @@
 """Wrapping a grpc.aio method handler's behaviour, whatever its kind (unary or streaming, either way), for the
-server's interceptors: ``around`` runs before the behaviour, inside the call's task and context."""
+server's interceptors: ``before`` runs ahead of the behaviour, inside the call's task and context; and
+``WrappingInterceptor``, the interceptor that wraps each method's handler once and keeps it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,29 @@ import grpc
 
 Before = Callable[[Any], Awaitable[None]]  # receives the call's context; aborts the call to refuse it
 Convert = Callable[[Any, Any], Awaitable[Any]]  # (raw request, context) -> request message
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Handlers are the same for every call of a method: each is wrapped once (``wrap_handler``) and kept."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]], handler_call_details: Any
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        wrapped = self._wrapped[method] = self.wrap_handler(method, handler)
+        return wrapped
+
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
 
 
 def wrap(handler: grpc.RpcMethodHandler, before: Before, convert: Convert | None = None) -> grpc.RpcMethodHandler:

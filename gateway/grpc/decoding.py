@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from gateway.grpc.calls import wrap
+from gateway.grpc.calls import WrappingInterceptor, wrap
 
 
 async def _nothing(context: Any) -> None:
@@ -30,21 +30,8 @@ def _converter(deserialize: Callable[[bytes], Any]) -> Callable[[Any, Any], Awai
     return convert
 
 
-class DecodingInterceptor(grpc.aio.ServerInterceptor):
-    """Handlers are the same for every call of a method: each is wrapped once and kept."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]], handler_call_details: Any
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+class DecodingInterceptor(WrappingInterceptor):
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
-        wrapped = self._wrapped[method] = wrap(handler, _nothing, _converter(handler.request_deserializer))
-        return wrapped
+        return wrap(handler, _nothing, _converter(handler.request_deserializer))
