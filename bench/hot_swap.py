@@ -49,8 +49,9 @@ def build_mlp(folder: Path, seed: int) -> None:
     onnx.save(model, str(folder / "model.onnx"))
 
 
-async def drive(address: str, concurrency: int, seconds: float) -> tuple[list[float], int]:
-    request = service_pb2.ModelInferRequest(model_name="mlp")
+async def drive(address: str, concurrency: int, seconds: float, model: str = "mlp") -> tuple[list[float], int]:
+    """Closed-loop gRPC load on ``model`` (input [1, 784] FP32): latencies of the answered calls, failed calls."""
+    request = service_pb2.ModelInferRequest(model_name=model)
     request.inputs.add(name="input", datatype="FP32", shape=[1, 784])
     request.raw_input_contents.append(np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32).tobytes())
     latencies: list[float] = []

@@ -22,13 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 import numpy as np
 import onnx
+from hot_swap import drive, p99  # bench/ is the script's folder: the same closed-loop gRPC client
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 
 def build_mlp(folder: Path, perturb: float = 0.0) -> None:
@@ -52,35 +51,6 @@ def build_mlp(folder: Path, perturb: float = 0.0) -> None:
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(folder / "model.onnx"))
-
-
-async def drive(address: str, route: str, concurrency: int, seconds: float) -> tuple[list[float], int]:
-    request = service_pb2.ModelInferRequest(model_name=route)
-    request.inputs.add(name="input", datatype="FP32", shape=[1, 784])
-    request.raw_input_contents.append(np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32).tobytes())
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                try:
-                    await stub.ModelInfer(request, timeout=10)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - t0)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, errors
-
-
-def p99(values: list[float]) -> float:
-    return float(np.percentile(np.asarray(values), 99)) * 1000.0
 
 
 def shadow_report(http: str) -> list[str]:
@@ -139,12 +109,12 @@ def main() -> int:
         while httpx.get(f"http://{http}/v2/health/ready", timeout=5).status_code != 200:
             time.sleep(0.2)
         for route in ("direct", "mirrored"):
-            asyncio.run(drive(address, route, args.concurrency, 1.0))  # warm the client and server
+            asyncio.run(drive(address, args.concurrency, 1.0, route))  # warm the client and server
         off, on, errors = [], [], 0
         for round_ in range(args.rounds):
             order = ("direct", "mirrored") if round_ % 2 == 0 else ("mirrored", "direct")
             for route in order:
-                lat, err = asyncio.run(drive(address, route, args.concurrency, args.window))
+                lat, err = asyncio.run(drive(address, args.concurrency, args.window, route))
                 (off if route == "direct" else on).append(p99(lat))
                 errors += err
             print(f"round {round_ + 1}: shadow off p99 {off[-1]:.2f} ms, on p99 {on[-1]:.2f} ms", flush=True)
