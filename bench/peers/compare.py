@@ -227,8 +227,18 @@ def inprocess_limit(onnx: Path, x: np.ndarray, n_sessions: int, duration: float)
     }
 
 
+def label(kind: str, workers: int) -> str:
+    """A server at one worker setting, as rows and tables name it: ``kserve/w2``."""
+    return f"{kind}/w{workers}"
+
+
+def kind_of(server_label: str) -> str:
+    return server_label.split("/", 1)[0]
+
+
 def run_slot(
     kind: str,
+    workers: int,
     model: str,
     store: Path,
     bodies: Bodies,
@@ -239,16 +249,16 @@ def run_slot(
 ) -> list[dict[str, Any]]:
     """Start one server, verify every variant, measure every verified one, stop it."""
     batching = models.MODELS[models.base_name(model)].batching if model.endswith("_batched") else None
-    base = {"model": model, "server": kind, "slot": slot}
+    base = {"model": model, "server": label(kind, workers), "workers": workers, "slot": slot}
     t0 = time.monotonic()
     try:
-        server = servers.start(kind, store, model, workdir, batching)
+        server = servers.start(kind, store, model, workdir, batching, workers)
     except (servers.ServerFailed, subprocess.CalledProcessError) as exc:
         log(f"  {kind}: did not start: {exc}")
         return [{**base, "variant": v, "error": f"did not start: {exc}"[:2000]} for v in variants(kind, args.protocols)]
     rows: list[dict[str, Any]] = []
     try:
-        log(f"  [{slot}] {kind} ready in {time.monotonic() - t0:.1f}s (pid {server.pid})")
+        log(f"  [{slot}] {label(kind, workers)} ready in {time.monotonic() - t0:.1f}s (pid {server.pid})")
         for variant in variants(kind, args.protocols):
             check = verify(server, bodies, variant)
             row: dict[str, Any] = {**base, "variant": variant, "verify": check, "settings": server.settings}
@@ -258,7 +268,7 @@ def run_slot(
                 rows.append(row)
                 continue
             try:
-                name = f"{model}.{slot}-{kind}.{variant}"
+                name = f"{model}.{slot}-{kind}-w{workers}.{variant}"
                 row.update(measure(server, bodies, variant, args, workdir, name, check.get("data_bytes")))
             except RuntimeError as exc:
                 row["error"] = str(exc)[:2000]
@@ -289,11 +299,21 @@ def compare(args: argparse.Namespace, store: Path, workdir: Path, log: Any) -> d
             limit = inprocess_limit(onnx, bodies.x, n, args.inprocess_duration)
             out["inprocess"].append({"model": model, **limit})
             log(f"{model}: in-process limit with {n} ORT session(s): {limit['rps']:.0f} req/s")
-        # --peers "" measures tensorgate alone (against the in-process limit).
-        order = [kind for peer in args.peers for kind in (peer, "tensorgate", peer)] or ["tensorgate"]
-        for slot, kind in enumerate(order):
-            out["runs"] += run_slot(kind, model, store, bodies, args, workdir, slot, log)
+        for slot, (kind, workers) in enumerate(slot_order(args)):
+            out["runs"] += run_slot(kind, workers, model, store, bodies, args, workdir, slot, log)
     return out
+
+
+def slot_order(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Per peer: the peer at each of its worker settings, tensorgate at each of its settings, the peer again in
+    reverse order, so every tensorgate window sits between two windows of each peer setting (drift cancels).
+    ``--peers ""`` measures tensorgate alone (against the in-process limit)."""
+    ours = [("tensorgate", w) for w in args.workers["tensorgate"]]
+    order: list[tuple[str, int]] = []
+    for peer in args.peers:
+        theirs = [(peer, w) for w in args.workers[peer]]
+        order += theirs + ours + theirs[::-1]
+    return order or ours
 
 
 def overload(args: argparse.Namespace, store: Path, workdir: Path, log: Any) -> list[dict[str, Any]]:
@@ -302,7 +322,7 @@ def overload(args: argparse.Namespace, store: Path, workdir: Path, log: Any) -> 
     for base_model in args.models:
         model = f"{models.base_name(base_model)}_q8"
         bodies = prepare_bodies(store, model, workdir)
-        server = servers.start("tensorgate", store, model, workdir, None)
+        server = servers.start("tensorgate", store, model, workdir, None, args.workers["tensorgate"][-1])
         try:
             for protocol in args.protocols:
                 variant = "rest-binary" if protocol == "rest" else "grpc"
@@ -406,30 +426,36 @@ def summarize(result: dict[str, Any], peers: list[str]) -> list[dict[str, Any]]:
                 "errors": sum(r["errors"] for r in group),
             }
         )
-    # tensorgate's window between a peer's two windows, against their mean.
+    # Each tensorgate setting against each peer at that peer's best worker setting: tensorgate's windows that sit
+    # between the peer's windows, against the mean of the best peer setting's windows.
     for row in rows:
-        if row["server"] != "tensorgate":
+        if kind_of(row["server"]) != "tensorgate":
             continue
         ratios = {}
         for peer in peers:
             peer_variant = "rest-json" if row["variant"].startswith("rest") else "grpc"
             peer_runs = [
-                r for r in runs if r["server"] == peer and r["model"] == row["model"] and r["variant"] == peer_variant
+                r
+                for r in runs
+                if kind_of(r["server"]) == peer and r["model"] == row["model"] and r["variant"] == peer_variant
             ]
             if not peer_runs:
                 continue
+            by_setting: dict[str, list[float]] = {}
+            for r in peer_runs:
+                by_setting.setdefault(r["server"], []).append(r["rps"])
+            best_label, best_rps = max(((k, statistics.fmean(v)) for k, v in by_setting.items()), key=lambda kv: kv[1])
             slots = sorted(r["slot"] for r in peer_runs)
             between = [
                 r
                 for r in runs
-                if r["server"] == "tensorgate"
+                if r["server"] == row["server"]
                 and r["model"] == row["model"]
                 and r["variant"] == row["variant"]
                 and slots[0] < r["slot"] < slots[-1]
             ]
-            peer_rps = _mean([r["rps"] for r in peer_runs])
-            if between and peer_rps:
-                ratios[peer] = _mean([r["rps"] for r in between]) / peer_rps  # type: ignore[operator]
+            if between and best_rps:
+                ratios[best_label] = _mean([r["rps"] for r in between]) / best_rps  # type: ignore[operator]
         row["throughput_vs_peer"] = ratios
     return rows
 
@@ -441,7 +467,7 @@ def print_tables(result: dict[str, Any], summary: list[dict[str, Any]]) -> None:
         print(f"  {r['model']:<20} {r['sessions']} session(s): {r['rps']:9.0f} req/s  ({r['latency_ms']:.3f} ms/call)")
     print()
     header = (
-        f"{'model':<20} {'variant':<11} {'server':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'model':<20} {'variant':<11} {'server':<13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'srv CPU ms/req':>14} {'client cores':>12} {'other cores':>11} {'errors':>6}  runs (req/s) / vs peer"
     )
     print(header)
@@ -452,7 +478,7 @@ def print_tables(result: dict[str, Any], summary: list[dict[str, Any]]) -> None:
         if vs:
             tail += "  " + ", ".join(f"{v:.2f}x {p}" for p, v in vs.items())
         print(
-            f"{r['model']:<20} {r['variant']:<11} {r['server']:<10} {r['rps']:8.0f} {_num(r['p50_ms'])} "
+            f"{r['model']:<20} {r['variant']:<11} {r['server']:<13} {r['rps']:8.0f} {_num(r['p50_ms'])} "
             f"{_num(r['p99_ms'])} {r['server_cpu_ms_per_req']:14.2f} {r['client_cores']:12.2f} "
             f"{r['other_cores']:11.2f} {r['errors']:6d}  {tail}"
         )
@@ -496,6 +522,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="mlp,cnn,transformer", help="store entries, e.g. mlp,cnn,cnn_batched")
     p.add_argument("--protocols", default="rest,grpc")
     p.add_argument("--peers", default="mlserver,kserve")
+    p.add_argument(
+        "--workers",
+        default="tensorgate=1;mlserver=0;kserve=1",
+        help="worker settings per server, e.g. 'tensorgate=1,2;mlserver=0,2;kserve=1,2' (tensorgate --workers, "
+        "MLServer parallel_workers (0: inference in the serving process), KServe --workers)",
+    )
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (connections / streams)")
     p.add_argument("--duration", type=float, default=12.0, help="seconds per measured window")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each window")
@@ -517,7 +549,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--protocols takes rest and/or grpc")
     if set(args.peers) - set(PEERS):
         p.error(f"--peers takes {', '.join(PEERS)}")
+    args.workers = parse_workers(args.workers, p)
     return args
+
+
+def parse_workers(text: str, p: argparse.ArgumentParser) -> dict[str, list[int]]:
+    out = {"tensorgate": [1], "mlserver": [0], "kserve": [1]}
+    for part in filter(None, (x.strip() for x in text.split(";"))):
+        kind, _, values = part.partition("=")
+        if kind not in out:
+            p.error(f"--workers: unknown server {kind!r}; known: {', '.join(out)}")
+        try:
+            settings = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            p.error(f"--workers: {part!r}: expected {kind}=N[,N...] with integers")
+        if not settings or min(settings) < (0 if kind == "mlserver" else 1):
+            p.error(f"--workers: {part!r}: give at least one setting, >= {0 if kind == 'mlserver' else 1}")
+        out[kind] = settings
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Runs inside ``.tools/peers/kserve`` (made by ``setup.sh``). The model is KServe's idiomatic custom predictor: a
 ``kserve.Model`` subclass with ``load`` and a ``predict`` that returns a V2 ``InferResponse``, started with
 ``kserve.ModelServer().start([model])``. Per-request latency logging is off and the access and trace loggers
-are raised to WARNING; the rest stays at KServe's defaults (one uvicorn worker, gRPC on).
+are raised to WARNING; ``--workers N`` forks N uvicorn REST processes (KServe's own multi-process mode; its
+gRPC server stays in the main process); the rest stays at KServe's defaults.
 
     python kserve_onnx.py --model_name NAME --onnx PATH --http_port N --grpc_port M
 """
@@ -49,6 +50,19 @@ class OnnxModel(kserve.Model):
         ]
         return InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or generate_uuid())
 
+    # KServe's --workers > 1 spawns its REST processes and pickles the registered models into them: an ORT
+    # session cannot be pickled, so each process opens its own from the path.
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        for key in ("_session", "_input", "_outputs"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if self.ready:
+            self.load()
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
@@ -56,7 +70,10 @@ def main() -> int:
     args, _ = parser.parse_known_args()
     model = OnnxModel(args.model_name, args.onnx)
     model.load()
-    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_latency_logging=False)
+    # --workers > 1: KServe forks that many uvicorn REST processes; its gRPC server stays in this process.
+    server = kserve.ModelServer(
+        http_port=args.http_port, grpc_port=args.grpc_port, enable_latency_logging=False, workers=args.workers
+    )
     for name in ("uvicorn.access", "kserve.trace"):
         logging.getLogger(name).setLevel(logging.WARNING)
     server.start([model])

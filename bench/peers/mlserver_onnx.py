@@ -61,7 +61,7 @@ def write_settings(args: argparse.Namespace) -> None:
     (root / args.model).mkdir(parents=True, exist_ok=True)
     server = {
         "debug": False,
-        "parallel_workers": 0,
+        "parallel_workers": args.parallel_workers,
         "host": "127.0.0.1",
         "http_port": args.http_port,
         "grpc_port": args.grpc_port,
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--http-port", type=int, required=True)
     w.add_argument("--grpc-port", type=int, required=True)
     w.add_argument("--metrics-port", type=int, required=True)
+    w.add_argument("--parallel-workers", type=int, default=0, help="inference processes (0: in the serving one)")
     w.add_argument("--max-batch-size", type=int, default=0, help="> 1 turns adaptive batching on")
     w.add_argument("--max-batch-time-ms", type=float, default=0.0)
     args = parser.parse_args(argv)

@@ -116,8 +116,8 @@ def _spawn(cmd: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None
         )
 
 
-def start_tensorgate(store: Path, model: str, workdir: Path) -> Server:
-    """``tensorgate serve`` on ephemeral ports, loading only ``model`` (explicit model control)."""
+def start_tensorgate(store: Path, model: str, workdir: Path, workers: int = 1) -> Server:
+    """``tensorgate serve --workers N`` on ephemeral ports, loading only ``model`` (explicit model control)."""
     port_file = workdir / f"tensorgate-{model}.ports.json"
     port_file.unlink(missing_ok=True)
     exe = Path(sys.executable).with_name("tensorgate")
@@ -141,9 +141,12 @@ def start_tensorgate(store: Path, model: str, workdir: Path) -> Server:
         "--log-level",
         "warning",
     ]
-    log_path = workdir / f"tensorgate-{model}.log"
+    if workers != 1:
+        cmd += ["--workers", str(workers)]
+    log_path = workdir / f"tensorgate-{model}-w{workers}.log"
     proc = _spawn(cmd, log_path, ROOT)
-    server = Server("tensorgate", model, proc, 0, 0, log_path, {"config": (store / model / "config.yaml").read_text()})
+    config = (store / model / "config.yaml").read_text()
+    server = Server("tensorgate", model, proc, 0, 0, log_path, {"config": config, "workers": workers})
     deadline = time.monotonic() + 120
     while not port_file.exists() or not port_file.read_text().strip():
         if not server.alive() or time.monotonic() > deadline:
@@ -155,10 +158,13 @@ def start_tensorgate(store: Path, model: str, workdir: Path) -> Server:
     return server
 
 
-def start_mlserver(onnx: Path, model: str, workdir: Path, batching: dict[str, Any] | None) -> Server:
-    """``mlserver start`` on a generated repository: parallel_workers 0, debug off, adaptive batching if asked."""
+def start_mlserver(
+    onnx: Path, model: str, workdir: Path, batching: dict[str, Any] | None, parallel_workers: int = 0
+) -> Server:
+    """``mlserver start`` on a generated repository: ``parallel_workers`` inference processes (0: inference in the
+    serving process), debug off, adaptive batching if asked."""
     python = peer_python("mlserver")
-    root = workdir / f"mlserver-{model}"
+    root = workdir / f"mlserver-{model}-w{parallel_workers}"
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     gen = [
         str(python),
@@ -176,6 +182,8 @@ def start_mlserver(onnx: Path, model: str, workdir: Path, batching: dict[str, An
         str(grpc_port),
         "--metrics-port",
         str(metrics_port),
+        "--parallel-workers",
+        str(parallel_workers),
     ]
     if batching:
         gen += [
@@ -185,7 +193,7 @@ def start_mlserver(onnx: Path, model: str, workdir: Path, batching: dict[str, An
             str(batching["max_queue_delay_ms"]),
         ]
     subprocess.run(gen, check=True, env={**os.environ, "PYTHONPATH": str(HERE)})
-    log_path = workdir / f"mlserver-{model}.log"
+    log_path = workdir / f"mlserver-{model}-w{parallel_workers}.log"
     proc = _spawn([str(python.with_name("mlserver")), "start", str(root)], log_path, root, {"PYTHONPATH": str(HERE)})
     settings = {
         "settings.json": json.loads((root / "settings.json").read_text()),
@@ -194,8 +202,8 @@ def start_mlserver(onnx: Path, model: str, workdir: Path, batching: dict[str, An
     return Server("mlserver", model, proc, http_port, grpc_port, log_path, settings)
 
 
-def start_kserve(onnx: Path, model: str, workdir: Path) -> Server:
-    """The KServe model server (kserve_onnx.py) with latency logging off."""
+def start_kserve(onnx: Path, model: str, workdir: Path, workers: int = 1) -> Server:
+    """The KServe model server (kserve_onnx.py) with ``--workers`` uvicorn processes, latency logging off."""
     python = peer_python("kserve")
     http_port, grpc_port = free_port(), free_port()
     cmd = [
@@ -211,23 +219,27 @@ def start_kserve(onnx: Path, model: str, workdir: Path) -> Server:
         str(grpc_port),
         "--enable_latency_logging",
         "false",
+        "--workers",
+        str(workers),
     ]
-    log_path = workdir / f"kserve-{model}.log"
+    log_path = workdir / f"kserve-{model}-w{workers}.log"
     proc = _spawn(cmd, log_path, workdir)
     settings = {"argv": cmd[2:], "loggers raised to WARNING": ["uvicorn.access", "kserve.trace"]}
     return Server("kserve", model, proc, http_port, grpc_port, log_path, settings)
 
 
-def start(kind: str, store: Path, model: str, workdir: Path, batching: dict[str, Any] | None) -> Server:
-    """Start one server for ``model`` (a store entry) and wait until the model is ready."""
+def start(
+    kind: str, store: Path, model: str, workdir: Path, batching: dict[str, Any] | None, workers: int = 1
+) -> Server:
+    """Start one server for ``model`` (a store entry) at a worker setting and wait until the model is ready."""
     store, workdir = store.resolve(), workdir.resolve()
     onnx = store / model / "1" / "model.onnx"
     if kind == "tensorgate":
-        server = start_tensorgate(store, model, workdir)
+        server = start_tensorgate(store, model, workdir, workers)
     elif kind == "mlserver":
-        server = start_mlserver(onnx, model, workdir, batching)
+        server = start_mlserver(onnx, model, workdir, batching, workers)
     elif kind == "kserve":
-        server = start_kserve(onnx, model, workdir)
+        server = start_kserve(onnx, model, workdir, workers)
     else:
         raise ValueError(f"unknown server {kind!r}; known: {KINDS}")
     try:
