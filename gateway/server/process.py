@@ -52,6 +52,9 @@ class Server:
         self.store = open_store(settings.store, **options)
         assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
+        if settings.metrics_compat == "triton":
+            host = self.host
+            self.metrics.enable_triton(lambda: [(m.labels, m.stats) for m in host.serving()])
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
         self.access_log = (
