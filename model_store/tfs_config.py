@@ -165,14 +165,21 @@ class TfsConfigStore:
         self._stores: dict[str, Any] = {}  # parent URI -> LocalStore / S3Store, kept across re-reads
         self._missing: set[str] = set()  # base paths found missing (warned about once)
         self._fetched: dict[Path, tuple[Any, str, int]] = {}  # a fetched copy -> (its store, folder, fetches)
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"model config file {self.path}: cannot be read: {exc}") from exc
-        self._models = self._index(parse_model_server_config(raw, f"model config file {self.path}"))
-        self._raw = raw
+        self._raw = self._read_initial()
+        self._models = self._index(parse_model_server_config(self._raw, f"model config file {self.path}"))
         self._read_at = time.monotonic()
         self.reload_error = ""  # why the last re-read was refused ("" when it was not)
+
+    def _read_initial(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"model config file {self.path}: cannot be read: {exc}") from exc
+
+    @classmethod
+    def single(cls, name: str, base_path: str, **store_options: Any) -> TfsConfigStore:
+        """TF Serving's one-model mode (``--model_name``, ``--model_base_path``): that model, runtime detected."""
+        return _SingleModel(name, base_path, **store_options)
 
     def _index(self, models: list[TfsModel]) -> dict[str, TfsModel]:
         for model in models:
@@ -278,3 +285,22 @@ class TfsConfigStore:
                 self._fetched[path] = (found[0], found[1], found[2] - 1)
         if found is not None:
             found[0].release(found[1], version, path)
+
+
+class _SingleModel(TfsConfigStore):
+    """The store of ``--model_name``/``--model_base_path``: one entry, written nowhere, never re-read."""
+
+    def __init__(self, name: str, base_path: str, **store_options: Any) -> None:
+        self._entry_text = f"model_config_list {{ config {{ name: {_quoted(name)} base_path: {_quoted(base_path)} }} }}"
+        super().__init__(base_path, 0.0, **store_options)
+        self.uri = base_path
+
+    def _read_initial(self) -> bytes:
+        return self._entry_text.encode()
+
+
+def _quoted(text: str) -> str:
+    """A text-format string literal."""
+    from google.protobuf import text_encoding
+
+    return f'"{text_encoding.CEscape(text, as_utf8=True)}"'

@@ -60,6 +60,15 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         dest="model_config_file_poll_wait_seconds",
         help="seconds between re-reads of --model_config_file; 0 reads it once (default 0)",
     )  # fmt: skip
+    tfs.add_argument(
+        "--model_base_path", "--model-base-path", dest="model_base_path",
+        help="TF Serving's one-model mode: the folder (or s3://...) holding <version>/ folders; replaces --store",
+    )  # fmt: skip
+    tfs.add_argument(
+        "--model_name", "--model-name", dest="model_name", help="the name --model_base_path serves (default 'default')"
+    )
+    tfs.add_argument("--rest_api_port", type=int, dest="http_port", help="TF Serving's spelling of --http-port")
+    tfs.add_argument("--port", type=int, dest="grpc_port", help="TF Serving's spelling of --grpc-port")
     sec = p.add_argument_group("security (README: Security)")
     sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
     sec.add_argument(

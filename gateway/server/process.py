@@ -221,15 +221,21 @@ class Server:
 
 
 def _open_store(settings: Settings, options: dict[str, Any]) -> ModelStore:
-    """The store: TF Serving's model config file when one is given, else --store."""
-    if not settings.model_config_file:
+    """The store: TF Serving's model config file or one-model base path when given, else --store."""
+    if not settings.model_config_file and not settings.model_base_path:
         return open_store(settings.store, **options)
+    if settings.model_config_file and settings.model_base_path:
+        raise SystemExit("set --model_config_file or --model_base_path, not both")
     from model_store.tfs_config import TfsConfigStore
 
     try:
+        if settings.model_base_path:
+            return TfsConfigStore.single(settings.model_name, settings.model_base_path, **options)
+        assert settings.model_config_file is not None
         return TfsConfigStore(settings.model_config_file, settings.model_config_file_poll_wait_seconds, **options)
     except ConfigError as exc:
-        raise SystemExit(f"--model_config_file: {exc}") from None
+        flag = "--model_base_path" if settings.model_base_path else "--model_config_file"
+        raise SystemExit(f"{flag}: {exc}") from None
 
 
 def _tracing() -> Tracing:

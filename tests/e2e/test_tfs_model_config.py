@@ -190,3 +190,15 @@ def test_invalid_file_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="model_platform 'tensorrt' is not served"):
         server.start(timeout=60)
     assert server.stop() != 0
+
+
+def test_one_model_mode_with_tf_serving_flags(models: dict[str, Any], tmp_path: Path) -> None:
+    """``--model_name``/``--model_base_path``/``--port``/``--rest_api_port`` as TF Serving's command line has them."""
+    args = ["--model_name=beta", f"--model_base_path={models['beta']}", "--port=0", "--rest_api_port=0"]
+    server = ServerProcess(tmp_path / "unused", tmp_path, args).start(timeout=120)
+    try:
+        x = random_pixels(2, seed=9)
+        np.testing.assert_allclose(rest_predict(server, "beta", x), expected(models["beta1"], x), rtol=1e-5)
+        assert server.client.get("/v1/models/default").status_code == 404
+    finally:
+        server.stop()
