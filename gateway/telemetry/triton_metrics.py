@@ -79,7 +79,7 @@ class TritonFamilies:
 
     def __init__(self, loaded: LoadedStats) -> None:
         self.loaded = loaded
-        # (model, version, runtime) -> (the numbers the text was rendered from, one text per family)
+        # (model, version, runtime) -> (what the text was rendered at, one text per family)
         self._cache: dict[tuple[str, str, str], tuple[tuple[int, ...], tuple[str, ...]]] = {}
 
     def render(self, metrics: Metrics, om: bool) -> bytes:
@@ -100,17 +100,22 @@ class TritonFamilies:
         return "".join(out).encode()
 
     def _texts(self, metrics: Metrics, labels: tuple[str, str, str], stats: ModelStats) -> tuple[str, ...]:
+        # What changes whenever a number shown changes, read before the numbers: the last field a success writes
+        # (ModelStats.record_success), the execution count, and the stamp each request series moves after its
+        # counts. A request recorded while this reads changes the key, so the next scrape renders it.
+        series = [metrics._series.get((*labels, protocol)) for protocol in PROTOCOLS]
+        key = (stats.compute_output.count, stats.execution_count, *(s.stamp if s is not None else -1 for s in series))
+        cached = self._cache.get(labels)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         failures = dict.fromkeys(FAILURE_REASONS, 0)
-        for protocol in PROTOCOLS:
-            series = metrics._series.get((*labels, protocol))
-            if series is None:
-                continue
-            for code, count in list(series.codes.items()):
+        for found in series:
+            for code, count in list(found.codes.items()) if found is not None else ():
                 if code != "OK":
-                    reason = REASON_OF_CODE.get(code, "OTHER")
-                    failures[reason] += count
-        numbers = (
+                    failures[REASON_OF_CODE.get(code, "OTHER")] += count
+        values = (
             stats.success.count,
+            None,  # the failure family: one line per reason
             stats.inference_count,
             stats.execution_count,
             stats.success.ns // 1000,
@@ -118,18 +123,13 @@ class TritonFamilies:
             stats.compute_input.ns // 1000,
             stats.compute_infer.ns // 1000,
             stats.compute_output.ns // 1000,
-            *failures.values(),
         )
-        cached = self._cache.get(labels)
-        if cached is not None and cached[0] == numbers:
-            return cached[1]
         tags = f'model="{_escape(labels[0])}",version="{_escape(labels[1])}"'
-        values = (*numbers[:_FAILURE], None, *numbers[_FAILURE:8])
         texts = tuple(
             "".join(f'{name}{{{tags},reason="{r}"}} {failures[r]}\n' for r in FAILURE_REASONS)
             if i == _FAILURE
             else f"{name}{{{tags}}} {values[i]}\n"
             for i, (name, _doc) in enumerate(FAMILIES)
         )
-        self._cache[labels] = (numbers, texts)
+        self._cache[labels] = (key, texts)
         return texts
