@@ -46,6 +46,29 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="OpenTelemetry spans over OTLP, configured by OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...",
     )
+    p.add_argument(
+        "--metrics-compat", choices=["none", "triton"],
+        help="triton: /metrics also has Triton's nv_inference_* families (labels model, version)",
+    )  # fmt: skip
+    tfs = p.add_argument_group("TF Serving (README: Coming from TF Serving)")
+    tfs.add_argument(
+        "--model_config_file", "--model-config-file", dest="model_config_file",
+        help="TF Serving's ModelServerConfig text file (names, base paths, policies, labels); replaces --store",
+    )  # fmt: skip
+    tfs.add_argument(
+        "--model_config_file_poll_wait_seconds", "--model-config-file-poll-wait-seconds", type=float,
+        dest="model_config_file_poll_wait_seconds",
+        help="seconds between re-reads of --model_config_file; 0 reads it once (default 0)",
+    )  # fmt: skip
+    tfs.add_argument(
+        "--model_base_path", "--model-base-path", dest="model_base_path",
+        help="TF Serving's one-model mode: the folder (or s3://...) holding <version>/ folders; replaces --store",
+    )  # fmt: skip
+    tfs.add_argument(
+        "--model_name", "--model-name", dest="model_name", help="the name --model_base_path serves (default 'default')"
+    )
+    tfs.add_argument("--rest_api_port", type=int, dest="http_port", help="TF Serving's spelling of --http-port")
+    tfs.add_argument("--port", type=int, dest="grpc_port", help="TF Serving's spelling of --grpc-port")
     sec = p.add_argument_group("security (README: Security)")
     sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
     sec.add_argument(

@@ -122,7 +122,7 @@ class ModelController:
         desired = config.version_policy.select(versions)
         self.wanted[name] = set(desired)
         known = self.host.get(name)
-        config_changed = known is not None and known.config != config
+        config_changed = known is not None and _loaded_differently(known.config, config)
         entry = self.host.entry(name, config)
         if 0 not in versions:
             entry.versions.pop(0, None)  # the placeholder row of an earlier invalid config.yaml
@@ -231,6 +231,15 @@ class ModelController:
                 if model.state == UNAVAILABLE and (model.version in versions or model.version == 0):
                     rows.append(f"{name} v{model.version}: {model.reason}")
         return rows
+
+
+def _loaded_differently(old: ModelConfig, new: ModelConfig) -> bool:
+    """Whether loaded versions must be loaded again: a change of labels or version policy only changes what is
+    routed and which versions are wanted, so the versions that stay keep serving as they are."""
+    if old == new:
+        return False
+    routing = {"version_labels", "version_policy"}
+    return old.model_dump(exclude=routing) != new.model_dump(exclude=routing)
 
 
 def check_name(name: str) -> str:

@@ -77,6 +77,15 @@ class ModelHost:
         for entry in self.models.values():
             yield from entry.versions.values()
 
+    def serving(self) -> list[ModelVersion]:
+        """The versions that are READY or draining, read through copies (safe from another thread)."""
+        return [
+            m
+            for entry in list(self.models.values())
+            for m in list(entry.versions.values())
+            if m.runtime is not None and m.state in (READY, UNLOADING)
+        ]
+
     # -- what the controller asks for --------------------------------------------------------------------------
     def publish_routes(self, routes: dict[str, RouteEntry]) -> None:
         """The declared routes, published at once; an unchanged declaration keeps its entry (and policy state)."""

@@ -34,7 +34,7 @@ from gateway.server.tls import ServerTLS, certificate_files
 from gateway.telemetry.access import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import Tracing
-from model_store import open_store
+from model_store import ConfigError, ModelStore, open_store
 from runtimes import runtime_class
 
 log = logging.getLogger("tensorgate.server")
@@ -49,9 +49,12 @@ class Server:
         options: dict[str, Any] = {}
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
-        self.store = open_store(settings.store, **options)
+        self.store = _open_store(settings, options)
         assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
+        if settings.metrics_compat == "triton":
+            host = self.host
+            self.metrics.enable_triton(lambda: [(m.labels, m.stats) for m in host.serving()])
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
         self.access_log = (
@@ -109,7 +112,7 @@ class Server:
             need_listing = s.model_control != "explicit"
             self.dataplane.readiness = lambda: self.controller.unready(need_listing)
         self.dataplane.started = True
-        if s.model_control == "poll" and s.poll_interval > 0:
+        if s.model_control == "poll" and self._poll_interval() > 0:
             self._tasks.append(asyncio.create_task(self._poll()))
 
     async def _initial_load(self) -> None:
@@ -127,9 +130,16 @@ class Server:
             return
         await self.controller.sync()
 
+    def _poll_interval(self) -> float:
+        """Seconds between store polls: --poll-interval, or TF Serving's file poll period when that is shorter
+        (a model config file is re-read at a poll); 0: no polling."""
+        s = self.settings
+        periods = [s.poll_interval, s.model_config_file_poll_wait_seconds if s.model_config_file else 0.0]
+        return min((p for p in periods if p > 0), default=0.0)
+
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.poll_interval)
+            await asyncio.sleep(self._poll_interval())
             try:
                 await self.controller.sync()
             except Exception:
@@ -208,6 +218,24 @@ class Server:
         if self.access_log is not None:
             self.access_log.close()
         log.info("stopped")
+
+
+def _open_store(settings: Settings, options: dict[str, Any]) -> ModelStore:
+    """The store: TF Serving's model config file or one-model base path when given, else --store."""
+    if not settings.model_config_file and not settings.model_base_path:
+        return open_store(settings.store, **options)
+    if settings.model_config_file and settings.model_base_path:
+        raise SystemExit("set --model_config_file or --model_base_path, not both")
+    from model_store.tfs_config import TfsConfigStore
+
+    try:
+        if settings.model_base_path:
+            return TfsConfigStore.single(settings.model_name, settings.model_base_path, **options)
+        assert settings.model_config_file is not None
+        return TfsConfigStore(settings.model_config_file, settings.model_config_file_poll_wait_seconds, **options)
+    except ConfigError as exc:
+        flag = "--model_base_path" if settings.model_base_path else "--model_config_file"
+        raise SystemExit(f"{flag}: {exc}") from None
 
 
 def _tracing() -> Tracing:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of fast successful requests logged
     access_log_slow_ms: float = Field(default=0.0, ge=0.0)  # requests at least this slow are always logged (0: off)
     tracing: bool = False  # OpenTelemetry spans exported over OTLP (configured by OTEL_* variables)
+    metrics_compat: Literal["none", "triton"] = "none"  # triton: also Triton's nv_inference_* families on /metrics
+    # -- TF Serving's model config file (README "Coming from TF Serving"): replaces --store when set
+    model_config_file: str | None = None  # a ModelServerConfig text proto: names, base paths, policies, labels
+    model_config_file_poll_wait_seconds: float = Field(default=0.0, ge=0)  # re-read period; 0: read once
+    model_base_path: str | None = None  # TF Serving's one-model mode: the folder (or s3://) of <version>/ folders
+    model_name: str = "default"  # the name it is served under (TF Serving's default too)
     # -- security (README "Security")
     auth_keys: str | None = None  # YAML file of hashed API keys with scopes (gateway.core.auth); None: no auth
     auth_open: list[str] = Field(default_factory=lambda: ["health", "metrics"])  # endpoint groups needing no key

@@ -129,6 +129,8 @@ class Renderer:
         out.append(_header("tensorgate_requests", "counter", "Inference requests by outcome code.", om))
         out.extend(self._requests(s) for s in series)
         self._gauges(out, om)
+        if m.triton is not None:
+            out.append(m.triton.render(m, om))
         out.append(self._routes(om))
         out.append(b"# EOF\n" if om else b"")
         return b"".join(out)

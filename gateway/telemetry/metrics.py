@@ -125,6 +125,7 @@ class Metrics:
         self._store_last_sync = 0.0
         self.started = time.time()
         self._renderer: Any = None
+        self.triton: Any = None  # TritonFamilies with --metrics-compat triton (see enable_triton)
         from gateway.telemetry.route_metrics import RouteMetrics  # imports this module's histogram
 
         self.routes = RouteMetrics()
@@ -178,6 +179,13 @@ class Metrics:
         else:
             self._store_stale = 1
             self._store_errors += 1
+
+    def enable_triton(self, loaded: Any) -> None:
+        """Also expose Triton's ``nv_inference_*`` families, derived at scrape time from ``loaded()``: the
+        loaded versions as ((model, version, runtime), ModelStats) pairs (see gateway.telemetry.triton_metrics)."""
+        from gateway.telemetry.triton_metrics import TritonFamilies
+
+        self.triton = TritonFamilies(loaded)
 
     # -- exposition --------------------------------------------------------------------------------------------
     def exposition(self, openmetrics: bool = False) -> bytes:
