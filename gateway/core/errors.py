@@ -27,18 +27,39 @@ class InvalidInput(GatewayError):
     code = "INVALID_ARGUMENT"
 
 
+#: Triton's prefix for every model lookup that fails; Triton's clients and code written against Triton match on it
+UNKNOWN_MODEL = "Request for unknown model: "
+
+
 class ModelNotFound(GatewayError):
-    """No such model, version or label."""
+    """No such model, version or label. ``model`` and ``version`` build Triton's exact texts."""
 
     http_status = 404
     code = "NOT_FOUND"
 
+    @classmethod
+    def model(cls, name: str) -> ModelNotFound:
+        return cls(f"{UNKNOWN_MODEL}{name!r} is not found")
+
+    @classmethod
+    def version(cls, name: str, version: object, hint: str = "") -> ModelNotFound:
+        return cls(f"{UNKNOWN_MODEL}{name!r} version {version} is not found{hint}")
+
 
 class ModelNotReady(GatewayError):
-    """The model exists but no version is READY (loading, failed, unloaded)."""
+    """The model exists but no version is READY (loading, failed, unloaded). ``version`` and ``no_version`` build
+    Triton's texts, followed by the state and reasons."""
 
     http_status = 503
     code = "UNAVAILABLE"
+
+    @classmethod
+    def version(cls, name: str, version: object, detail: str = "") -> ModelNotReady:
+        return cls(f"{UNKNOWN_MODEL}{name!r} version {version} is not at ready state{detail}")
+
+    @classmethod
+    def no_version(cls, name: str, detail: str = "") -> ModelNotReady:
+        return cls(f"{UNKNOWN_MODEL}{name!r} has no available versions{detail}")
 
 
 class ServerUnavailable(GatewayError):

@@ -16,7 +16,7 @@ from gateway.lifecycle.model import ModelVersion, VersionStatus
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.stats import ModelStats
 from model_store import ModelConfig
-from runtimes import Runtime, Signature
+from runtimes import Runtime, RuntimeLoadError, Signature
 
 RuntimeFactory = Callable[[str], type[Runtime]]
 WarmUp = Callable[[ModelVersion], None]
@@ -51,6 +51,7 @@ class Assembler:
         executor: Executor | None = None
         try:
             signature = runtime.signature()
+            _check_batch_dim(config, signature)
             stats = ModelStats()
             executor = self._executor(name, version, fmt, config, runtime, signature, stats)
             model = ModelVersion(
@@ -90,6 +91,17 @@ class Assembler:
             default_signature=signature.name,
             name=f"{thread_name}-batch",
         )
+
+
+def _check_batch_dim(config: ModelConfig, signature: Signature) -> None:
+    """A declared signature with ``max_batch_size`` > 0 (a Triton config) needs the batch dim the model lacks."""
+    if config.inputs is None or not config.max_batch_size or signature.batched:
+        return
+    fixed = [f"{s.name} {list(s.shape)}" for s in (*signature.inputs, *signature.outputs) if not s.batched]
+    raise RuntimeLoadError(
+        f"max_batch_size {config.max_batch_size} needs a variable-size leading (batch) dim on every input and "
+        f"output, but the model has {', '.join(fixed)}; set max_batch_size 0 and give the full dims"
+    )
 
 
 def _recorder(

@@ -96,14 +96,14 @@ class ModelController:
         self.metrics.store_poll(ok=False)
 
     async def _read_config(self, name: str) -> ModelConfig:
-        """The store's config.yaml, with the model's override (if any) merged in field by field."""
+        """The store's config.yaml (or Triton config.pbtxt), with the model's override (if any) merged in field by
+        field."""
         loop = asyncio.get_running_loop()
         override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
-        raw = await loop.run_in_executor(None, self.store.read_config, name)
-        where = f"{name}/config.yaml"
+        file = await loop.run_in_executor(None, self.store.read_config, name)
         if override is not None and override.is_file():
-            return ModelConfig.merged(raw, override.read_bytes(), where, str(override))
-        return ModelConfig.parse(raw, where=where)
+            return ModelConfig.from_file(file, name, override.read_bytes(), str(override))
+        return ModelConfig.from_file(file, name)
 
     async def _sync_model(self, name: str) -> None:
         loop = asyncio.get_running_loop()
