@@ -233,7 +233,7 @@ def _tensor(tensor: Any, mbs: int, where: str, *, inputs: bool) -> dict[str, Any
         raise ConfigError(f"{where}: field optional is not supported: every input of the model is required")
     if not inputs and tensor.label_filename:
         raise ConfigError(f"{where}: field label_filename (the classification extension) is not supported")
-    if not tensor.dims and tensor.data_type != 0:
+    if not tensor.dims:
         raise ConfigError(f"{where}: dims are required")
     dims = _dims(tensor.dims, where)
     name = _datatype_name(tensor.data_type)

@@ -29,6 +29,10 @@ def model_metadata(name: str, model: ModelVersion, entry: ModelEntry) -> ModelMe
     )
 
 
+#: Triton's backend name for each runtime (the runtime itself is in the ``runtime`` parameter)
+_BACKENDS = {"onnx": "onnxruntime", "tf_savedmodel": "tensorflow", "torch_export": "pytorch", "torch_aoti": "pytorch"}
+
+
 def model_config(name: str, model: ModelVersion) -> dict[str, Any]:
     sig = model.signature_for()
     mbs = model.max_batch_size
@@ -44,7 +48,7 @@ def model_config(name: str, model: ModelVersion) -> dict[str, Any]:
     config: dict[str, Any] = {
         "name": name,
         "platform": model.platform,
-        "backend": model.format,
+        "backend": _BACKENDS.get(model.format, model.format),
         "version_policy": cfg.version_policy.to_triton(),
         "max_batch_size": mbs,
         "input": [tensor(s, "dims") for s in sig.inputs],

@@ -54,7 +54,9 @@ def test_lists_models_versions_config_and_files(
     assert config.labels == {"team": "vision"}
     assert store.read_config("other") is None
     # Triton's config.pbtxt is found where there is no config.yaml
-    s3_env.put(f"{s3_prefix}/other/config.pbtxt", b'backend: "onnxruntime"\nversion_policy: { specific { versions: [3] } }\n')
+    s3_env.put(
+        f"{s3_prefix}/other/config.pbtxt", b'backend: "onnxruntime"\nversion_policy: { specific { versions: [3] } }\n'
+    )
     found = store.read_config("other")
     assert found is not None and found.name == "config.pbtxt"
     config = ModelConfig.from_file(found, "other")

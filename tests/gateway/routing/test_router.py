@@ -95,15 +95,20 @@ def test_unknown_model_is_not_found_and_failed_model_is_not_ready(store: StoreFo
 
     async def scenario() -> None:
         async with Testbed(store) as bed:
-            with pytest.raises(ModelNotFound, match="^Request for unknown model: 'nope' is not found$"):
+            with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'nope' is not found$"):
                 bed.router.resolve("nope")
-            with pytest.raises(ModelNotReady, match="^Request for unknown model: 'bad' has no available versions") as latest:
+            with pytest.raises(
+                ModelNotReady, match=r"^Request for unknown model: 'bad' has no available versions"
+            ) as latest:
                 bed.router.resolve("bad")
             assert "marked to fail" in str(latest.value)
             assert latest.value.http_status == 503
-            with pytest.raises(ModelNotReady, match=r"^Request for unknown model: 'bad' version 1 is not at ready state \(UNAVAILABLE\)"):
+            with pytest.raises(
+                ModelNotReady,
+                match=r"^Request for unknown model: 'bad' version 1 is not at ready state \(UNAVAILABLE\)",
+            ):
                 bed.router.resolve("bad", "1")
-            with pytest.raises(ModelNotFound, match="^Request for unknown model: 'bad' version 2 is not found$"):
+            with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'bad' version 2 is not found$"):
                 bed.router.resolve("bad", "2")
             assert bed.router.resolve("good").version == 1
 
