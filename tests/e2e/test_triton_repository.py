@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,17 @@ output [ { name: "output_0" data_type: TYPE_FP32 dims: [ 4 ] } ]
 instance_group [ { count: 2 kind: KIND_CPU } ]
 """
 
+# a torch.export archive under Triton's PyTorch platform, with Triton's INPUT__0 / OUTPUT__n names (a rename)
+TORCH_PAIR = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [
+  { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "OUTPUT__1" data_type: TYPE_FP32 dims: [ 1 ] }
+]
+"""
+
 DENSE_SPECIFIC = """
 platform: "onnxruntime_onnx"
 max_batch_size: 0
@@ -103,6 +115,7 @@ BROKEN_CONFIGS = {
     "ensemble": 'platform: "ensemble"\nmax_batch_size: 8\n',
     "stateful": 'platform: "onnxruntime_onnx"\nsequence_batching { max_sequence_idle_microseconds: 5000 }\n',
     "malformed": 'name: "malformed"\nmax_batch_size: 8\ninput [ { name: "INPUT0" data_type: TYPE_INT32 dims [ 16 ] } ]\n',
+    "torchscript": 'backend: "pytorch"\ndefault_model_filename: "model.pt"\n',
     "mismatch": 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\ninput [ { name: "INPUT0" data_type: TYPE_INT32 '
     "dims: [ 8 ] } ]\n",
 }
@@ -143,8 +156,24 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(root / "tf_mlp" / str(version) / "model.savedmodel"), format="tf_saved_model", verbose=False
         )
     (root / "tf_mlp" / "config.pbtxt").write_text(TF_MLP)
+    _torch_models(root)
     np.save(root / "tf_mlp_expected.npy", keras_model.predict(tf_models.random_pixels(3), verbose=0))
     return root
+
+
+def _torch_models(root: Path) -> None:
+    import torch
+
+    from tests.torch_models import Pair
+
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(Pair(), (torch.ones(2, 4),), dynamic_shapes=({0: batch},))
+    (root / "torch_pair" / "1").mkdir(parents=True)
+    torch.export.save(program, root / "torch_pair" / "1" / "model.pt2")
+    (root / "torch_pair" / "config.pbtxt").write_text(TORCH_PAIR)
+    with warnings.catch_warnings():  # torch.jit is deprecated: exactly why such a file is refused
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Pair()).save(str(root / "torchscript" / "1" / "model.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +348,16 @@ def test_tf_savedmodel_in_tritons_layout(client: Any, repository: Path) -> None:
     )
 
 
+def test_torch_export_archive_with_tritons_tensor_names(client: Any) -> None:
+    x = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
+    result = client.infer("torch_pair", _inputs(client, {"INPUT__0": x}, "FP32"))
+    np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), x * 2, rtol=1e-6)
+    np.testing.assert_allclose(result.as_numpy("OUTPUT__1"), x.sum(1, keepdims=True), rtol=1e-5)
+    config = _config(client, "torch_pair")
+    assert config["backend"] == "pytorch" and int(config["max_batch_size"]) == 8
+    assert [t["name"] for t in config["output"]] == ["OUTPUT__0", "OUTPUT__1"]
+
+
 def test_tritons_error_texts(client: Any) -> None:
     x = np.zeros((1, 16), np.int32)
     inputs = _inputs(client, {"INPUT0": x, "INPUT1": x}, "INT32")
@@ -343,6 +382,7 @@ def test_tritons_error_texts(client: Any) -> None:
         ("ensemble", "ensemble/config.pbtxt: platform 'ensemble': ensembles (platform ensemble) are not served"),
         ("stateful", "stateful/config.pbtxt: field sequence_batching: sequence batching"),
         ("malformed", "malformed/config.pbtxt:3:"),
+        ("torchscript", "is TorchScript (torch.jit.save), which is not served"),
         ("mismatch", "input 'INPUT0' dim 1 is declared 8 but the model fixes it at 16"),
     ],
 )
