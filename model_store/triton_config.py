@@ -71,12 +71,10 @@ _MAPPED_FIELDS = {
     "instance_group", "default_model_filename", "parameters", "model_warmup",
 }  # fmt: skip
 
-#: Triton backend parameters that have a tensorgate runtime option
+#: Triton backend parameters that have a tensorgate runtime option (ONNX Runtime's, then PyTorch's backend names)
 _PARAMETER_OPTIONS = {
     "intra_op_thread_count": "intra_op_threads",
     "inter_op_thread_count": "inter_op_threads",
-    "TF_NUM_INTRA_THREADS": "intra_op_threads",
-    "TF_NUM_INTER_THREADS": "inter_op_threads",
     "INTRA_OP_THREAD_COUNT": "intra_op_threads",
     "INTER_OP_THREAD_COUNT": "inter_op_threads",
 }

@@ -80,13 +80,14 @@ class OnnxRuntime(Runtime):
         so.log_severity_level = 3
         available = ort.get_available_providers()
         device = str(options.get("device", "cpu"))
+        kind, _, index = device.partition(":")  # cuda:<n> (Triton's instance_group gpus) picks the GPU
         providers = list(options.get("providers") or [])
         if not providers:
             providers = (
-                ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+                ["CUDAExecutionProvider", "CPUExecutionProvider"] if kind == "cuda" else ["CPUExecutionProvider"]
             )
         missing = [p for p in providers if p not in available]
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
+        if kind == "cuda" and "CUDAExecutionProvider" not in available:
             raise RuntimeLoadError(
                 f"device cuda requested but this onnxruntime build has no CUDAExecutionProvider ({available})"
             )
@@ -94,7 +95,12 @@ class OnnxRuntime(Runtime):
             log.warning("ONNX Runtime providers %s are not available here (have %s)", missing, available)
             providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(os.fspath(model_path), sess_options=so, providers=providers)
+            provider_options = [
+                {"device_id": index} if p == "CUDAExecutionProvider" and index.isdigit() else {} for p in providers
+            ]
+            session = ort.InferenceSession(
+                os.fspath(model_path), sess_options=so, providers=providers, provider_options=provider_options
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"ONNX Runtime could not load {model_path}: {exc}") from exc
         self._device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
