@@ -94,8 +94,9 @@ class Assembler:
 
 
 def _check_batch_dim(config: ModelConfig, signature: Signature) -> None:
-    """A declared signature with ``max_batch_size`` > 0 (a Triton config) needs the batch dim the model lacks."""
-    if config.inputs is None or not config.max_batch_size or signature.batched:
+    """``max_batch_size`` > 0 (Triton's meaning: the model takes a batch) on a model without a free leading dim on
+    every input and output is a load error, as in Triton, rather than a setting silently dropped."""
+    if not config.max_batch_size or signature.batched:
         return
     fixed = [f"{s.name} {list(s.shape)}" for s in (*signature.inputs, *signature.outputs) if not s.batched]
     raise RuntimeLoadError(

@@ -19,7 +19,7 @@ import tritonclient.grpc.aio as tga
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
-from tests.onnx_models import dense_model, simple_model, simple_string_model
+from tests.onnx_models import dense_model, fixed_model, simple_model, simple_string_model
 from tests.serving import ServerProcess, index_row, repository_index, wait_until
 
 SIMPLE = """
@@ -115,6 +115,7 @@ BROKEN_CONFIGS = {
     "ensemble": 'platform: "ensemble"\nmax_batch_size: 8\n',
     "stateful": 'platform: "onnxruntime_onnx"\nsequence_batching { max_sequence_idle_microseconds: 5000 }\n',
     "malformed": 'name: "malformed"\nmax_batch_size: 8\ninput [ { name: "INPUT0" data_type: TYPE_INT32 dims [ 16 ] } ]\n',
+    "unbatched": 'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n',
     "torchscript": 'backend: "pytorch"\ndefault_model_filename: "model.pt"\n',
     "mismatch": 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\ninput [ { name: "INPUT0" data_type: TYPE_INT32 '
     "dims: [ 8 ] } ]\n",
@@ -146,7 +147,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dense_model(root / "dense_specific" / str(version) / "model.onnx", seed=version)
     (root / "dense_specific" / "config.pbtxt").write_text(DENSE_SPECIFIC)
     for name, config in BROKEN_CONFIGS.items():
-        simple_model(root / name / "1" / "model.onnx")
+        (fixed_model if name == "unbatched" else simple_model)(root / name / "1" / "model.onnx")
         (root / name / "config.pbtxt").write_text(config)
     from tests import tf_models
 
@@ -382,6 +383,7 @@ def test_tritons_error_texts(client: Any) -> None:
         ("ensemble", "ensemble/config.pbtxt: platform 'ensemble': ensembles (platform ensemble) are not served"),
         ("stateful", "stateful/config.pbtxt: field sequence_batching: sequence batching"),
         ("malformed", "malformed/config.pbtxt:3:"),
+        ("unbatched", "max_batch_size 4 needs a variable-size leading (batch) dim on every input and output"),
         ("torchscript", "is TorchScript (torch.jit.save), which is not served"),
         ("mismatch", "input 'INPUT0' dim 1 is declared 8 but the model fixes it at 16"),
     ],
