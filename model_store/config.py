@@ -102,7 +102,7 @@ class WarmupSample(_Strict):
     """A declared warm-up request (Triton's ``model_warmup``), run ``count`` times; its failure fails the load."""
 
     name: str
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=1000)
     batch_size: int = Field(default=1, ge=0)
     inputs: list[WarmupInput] = Field(default_factory=list)
 

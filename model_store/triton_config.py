@@ -21,6 +21,7 @@ PBTXT_FILE = "config.pbtxt"
 MAX_BYTES = 1 << 20  # a config.pbtxt larger than this is refused before parsing
 MAX_DIM = (1 << 31) - 1
 MAX_RANK = 32
+MAX_WARMUP_COUNT = 1000  # runs of one warm-up sample: a load should not take forever on a typo
 
 #: platform or backend -> tensorgate runtime (None: a .pt2 whose kind is told by its contents) and the artefact
 #: Triton looks for when ``default_model_filename`` is not set.
@@ -341,6 +342,8 @@ def _warmup(sample: Any, mbs: int, where: str) -> dict[str, Any]:
     label = f"{where}: model_warmup {sample.name!r}"
     if not sample.name:
         raise ConfigError(f"{where}: model_warmup needs a name")
+    if sample.count > MAX_WARMUP_COUNT:
+        raise ConfigError(f"{label}: count {sample.count} is more than {MAX_WARMUP_COUNT} warm-up runs")
     if sample.batch_size < 1 or sample.batch_size > max(mbs, 1):
         raise ConfigError(f"{label}: batch_size {sample.batch_size} must be between 1 and max_batch_size")
     inputs = []

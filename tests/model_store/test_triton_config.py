@@ -163,6 +163,7 @@ def test_version_policies_and_instance_kinds() -> None:
             "input_data_file '../secret'",
         ),
         ('max_batch_size: 2\nmodel_warmup [ { name: "w" batch_size: 3 } ]', "batch_size 3"),
+        ('model_warmup [ { name: "w" batch_size: 1 count: 2000000000 } ]', "count 2000000000 is more than 1000"),
     ],
 )
 def test_what_cannot_be_honoured_is_a_clear_error(text: str, words: str) -> None:
