@@ -67,6 +67,17 @@ _WARNED_FIELDS = {
     "model_operations": "model operations (ops libraries) are not loaded",
     "model_metrics": "custom metric histograms are not configured",
 }
+_TENSOR_FIELDS = {
+    "name",
+    "data_type",
+    "dims",
+    "format",
+    "reshape",
+    "is_shape_tensor",
+    "allow_ragged_batch",
+    "optional",
+    "label_filename",
+}  # fmt: skip  (checked one by one below; format is informational in Triton too)
 _MAPPED_FIELDS = {
     "name", "platform", "backend", "version_policy", "max_batch_size", "input", "output", "dynamic_batching",
     "instance_group", "default_model_filename", "parameters", "model_warmup",
@@ -222,6 +233,9 @@ def _dims(dims: Any, where: str) -> list[int]:
 def _tensor(tensor: Any, mbs: int, where: str, *, inputs: bool) -> dict[str, Any]:
     if not tensor.name:
         raise ConfigError(f"{where}: a tensor needs a name")
+    unknown = {field.name for field, _ in tensor.ListFields()} - _TENSOR_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: field(s) {', '.join(sorted(unknown))} are not supported")
     if tensor.HasField("reshape"):
         raise ConfigError(f"{where}: field reshape is not supported; give the model's own dims")
     if tensor.is_shape_tensor:

@@ -135,6 +135,10 @@ def test_version_policies_and_instance_kinds() -> None:
         ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] allow_ragged_batch: true } ]', "allow_ragged_batch"),
         ('output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "l.txt" } ]', "label_filename"),
         (
+            'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] is_non_linear_format_io: true } ]',
+            "field(s) is_non_linear_format_io are not supported",
+        ),
+        (
             'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]',
             "input 'x' is declared twice",
         ),
