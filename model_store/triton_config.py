@@ -67,17 +67,11 @@ _WARNED_FIELDS = {
     "model_operations": "model operations (ops libraries) are not loaded",
     "model_metrics": "custom metric histograms are not configured",
 }
+#: tensor fields looked at (one by one, in _tensor); ``format`` is informational in Triton too
 _TENSOR_FIELDS = {
-    "name",
-    "data_type",
-    "dims",
-    "format",
-    "reshape",
-    "is_shape_tensor",
-    "allow_ragged_batch",
-    "optional",
+    "name", "data_type", "dims", "format", "reshape", "is_shape_tensor", "allow_ragged_batch", "optional",
     "label_filename",
-}  # fmt: skip  (checked one by one below; format is informational in Triton too)
+}  # fmt: skip
 _MAPPED_FIELDS = {
     "name", "platform", "backend", "version_policy", "max_batch_size", "input", "output", "dynamic_batching",
     "instance_group", "default_model_filename", "parameters", "model_warmup",
