@@ -37,10 +37,12 @@ def parse_version(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A model's config as stored: which file it is (``config.yaml`` or ``config.pbtxt``) and its bytes."""
+    """A model's config as stored: which file it is (``config.yaml`` or ``config.pbtxt``) and its bytes; ``where``
+    names it in errors when it did not come from the store (default ``<model>/<name>``)."""
 
     name: str
     data: bytes
+    where: str = ""
 
 
 @runtime_checkable

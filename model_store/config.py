@@ -190,7 +190,7 @@ class ModelConfig(_Strict):
     ) -> ModelConfig:
         """A model's config as the store holds it (config.yaml, or Triton's config.pbtxt), with an override in
         config.yaml's form merged in field by field (see ``merged``)."""
-        where = f"{model}/{file.name if file is not None else CONFIG_FILE}"
+        where = (file.where if file is not None else "") or f"{model}/{file.name if file is not None else CONFIG_FILE}"
         if file is not None and file.name == PBTXT_FILE:
             from model_store.triton_config import to_mapping
 

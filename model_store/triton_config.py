@@ -126,6 +126,21 @@ def to_mapping(text: bytes, model: str, where: str = PBTXT_FILE) -> dict[str, An
     return data
 
 
+def json_to_text(text: str | bytes, where: str) -> bytes:
+    """Triton's ModelConfig in its JSON form (what a repository load request may carry) as config.pbtxt text."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{where}: {len(text)} bytes, more than the {MAX_BYTES} a model config may have")
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    message = model_config_pb2.ModelConfig()
+    try:
+        json_format.Parse(text, message)
+    except json_format.ParseError as exc:
+        raise ConfigError(f"{where}: not a Triton model config in JSON: {exc}") from exc
+    return text_format.MessageToString(message).encode()
+
+
 def _mapping(msg: Any, model: str, where: str, warnings: list[str]) -> dict[str, Any]:
     present = {field.name for field, _ in msg.ListFields()}
     for name in sorted(present & set(_REFUSED_FIELDS)):

@@ -46,6 +46,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="OpenTelemetry spans over OTLP, configured by OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...",
     )
+    p.add_argument("--server-name", help="the name server metadata gives (default tensorgate; triton for its clients)")
     sec = p.add_argument_group("security (README: Security)")
     sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
     sec.add_argument(

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of fast successful requests logged
     access_log_slow_ms: float = Field(default=0.0, ge=0.0)  # requests at least this slow are always logged (0: off)
     tracing: bool = False  # OpenTelemetry spans exported over OTLP (configured by OTEL_* variables)
+    server_name: str = Field(default="tensorgate", min_length=1, max_length=64)  # server metadata's name (triton)
     # -- security (README "Security")
     auth_keys: str | None = None  # YAML file of hashed API keys with scopes (gateway.core.auth); None: no auth
     auth_open: list[str] = Field(default_factory=lambda: ["health", "metrics"])  # endpoint groups needing no key

@@ -393,3 +393,49 @@ def test_what_cannot_be_served_says_why_in_the_index(triton: ServerProcess, mode
     assert rows and all(r["state"] == "UNAVAILABLE" for r in rows), rows
     assert any(words in r["reason"] for r in rows), rows
     assert words in triton.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def explicit(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    args = ["--model-control", "explicit", "--server-name", "triton"]
+    proc = ServerProcess(repository, tmp_path_factory.mktemp("triton_explicit"), args).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_load_with_a_config_replaces_the_repositorys_until_a_plain_load(explicit: ServerProcess, protocol: str) -> None:
+    """Triton's model control: ``load_model(name, config=json)`` serves with that config; a load without one goes
+    back to config.pbtxt; an invalid config and an unknown model fail with "failed to load"."""
+    client: Any = (
+        th.InferenceServerClient(explicit.http) if protocol == "http" else tg.InferenceServerClient(explicit.grpc)
+    )
+    metadata = client.get_server_metadata()
+    assert (metadata["name"] if protocol == "http" else metadata.name) == "triton"
+    assert not client.is_model_ready("simple") and not client.is_model_ready("nope")  # unknown: not ready, no error
+    client.load_model("simple")
+    assert int(_config(client, "simple")["max_batch_size"]) == 8
+    with pytest.raises(InferenceServerException, match="failed to load 'simple': v2: reload failed"):
+        client.load_model("simple", config='{"max_batch_size": 16}')  # a complete config: model.onnx is not there
+    client.load_model(
+        "simple",
+        config='{"max_batch_size": 16, "version_policy": {"specific": {"versions": [2]}}, '
+        '"default_model_filename": "simple_net.onnx"}',
+    )
+    config = _config(client, "simple")
+    assert int(config["max_batch_size"]) == 16 and "dynamic_batching" not in config
+    x = np.arange(16 * 12, dtype=np.int32).reshape(12, 16)  # more rows than config.pbtxt's max_batch_size
+    result = client.infer("simple", _inputs(client, {"INPUT0": x, "INPUT1": x}, "INT32"), model_version="2")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), 2 * x)
+    assert not client.is_model_ready("simple", "1")
+    for bad in ('"parameters": {"config": {{"max_batch_size": "16"}}}', '{"platform": "ensemble"}'):
+        with pytest.raises(InferenceServerException, match="failed to load 'simple'"):
+            client.load_model("simple", config=bad)
+    assert int(_config(client, "simple")["max_batch_size"]) == 16  # a refused config changes nothing
+    client.load_model("simple")
+    assert int(_config(client, "simple")["max_batch_size"]) == 8
+    client.unload_model("simple")
+    assert not client.is_model_ready("simple")
+    with pytest.raises(InferenceServerException, match="failed to load 'wrong_model_name'"):
+        client.load_model("wrong_model_name")
+    client.close()
