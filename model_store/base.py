@@ -30,7 +30,7 @@ def check_model_name(name: str) -> str:
 
 def parse_version(name: str) -> int | None:
     """A version folder is any name that parses as a non-negative integer (``00012`` is 12)."""
-    if name.isdigit():
+    if name.isascii() and name.isdigit():  # not "³", which isdigit() accepts and int() refuses
         return int(name)
     return None
 

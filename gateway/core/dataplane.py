@@ -282,7 +282,7 @@ class DataPlane:
             return [m.stats.to_json(m.name, str(m.version)) for m in self.models.all_loaded()]
         entry = self.router.entry(name)
         if version:
-            model = entry.versions.get(int(version)) if version.isdigit() else None
+            model = entry.versions.get(int(version)) if version.isascii() and version.isdigit() else None
             if model is None:
                 raise ModelNotFound.version(name, version)
             return [model.stats.to_json(name, version)]

@@ -105,7 +105,7 @@ class VersionRouter:
                 raise ModelNotReady.no_version(name, entry.reasons())
             return ready[-1]
         if isinstance(version, str):
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):
                 raise ModelNotFound.version(name, repr(version), " (versions are integers)")
             version = int(version)
         model = entry.versions.get(version)

@@ -142,3 +142,10 @@ def test_config_and_file_reads(root: Path) -> None:
     (root / "affine" / "golden" / "0.npz").write_bytes(b"sample")
     assert store.read_file("affine", "golden/0.npz") == b"sample"
     assert store.read_file("affine", "golden/1.npz") is None
+
+
+def test_only_ascii_digits_name_a_version() -> None:
+    from model_store.base import parse_version
+
+    assert parse_version("0012") == 12
+    assert parse_version("\u00b3") is None and parse_version("\u0663") is None  # digits to str.isdigit(), not int()

@@ -111,6 +111,8 @@ def test_unknown_model_is_not_found_and_failed_model_is_not_ready(store: StoreFo
             with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'bad' version 2 is not found$"):
                 bed.router.resolve("bad", "2")
             assert bed.router.resolve("good").version == 1
+            with pytest.raises(ModelNotFound, match="versions are integers"):
+                bed.router.resolve("good", "\u00b3")  # a digit to str.isdigit(), not to int()
 
     asyncio.run(scenario())
 
