@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 CONFIG_FILE = "config.yaml"
+PBTXT_FILE = "config.pbtxt"  # Triton's ModelConfig in text format, read where there is no config.yaml
+CONFIG_FILES = (CONFIG_FILE, PBTXT_FILE)  # in the order they are looked for
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -27,9 +30,19 @@ def check_model_name(name: str) -> str:
 
 def parse_version(name: str) -> int | None:
     """A version folder is any name that parses as a non-negative integer (``00012`` is 12)."""
-    if name.isdigit():
+    if name.isascii() and name.isdigit():  # not "³", which isdigit() accepts and int() refuses
         return int(name)
     return None
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A model's config as stored: which file it is (``config.yaml`` or ``config.pbtxt``) and its bytes; ``where``
+    names it in errors when it did not come from the store (default ``<model>/<name>``)."""
+
+    name: str
+    data: bytes
+    where: str = ""
 
 
 @runtime_checkable
@@ -46,8 +59,8 @@ class ModelStore(Protocol):
         """Complete version numbers of ``model``, ascending."""
         ...
 
-    def read_config(self, model: str) -> bytes | None:
-        """The raw config.yaml of ``model``, or None when it has none."""
+    def read_config(self, model: str) -> ConfigFile | None:
+        """The model's config.yaml, else its Triton config.pbtxt, or None when it has neither."""
         ...
 
     def fingerprint(self, model: str, version: int) -> str:

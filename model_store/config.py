@@ -1,11 +1,14 @@
-"""ModelConfig: the per-model settings read from ``<store>/<model>/config.yaml``."""
+"""ModelConfig: the per-model settings read from ``<store>/<model>/config.yaml`` (or a Triton ``config.pbtxt``,
+see model_store.triton_config)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from model_store.base import CONFIG_FILE, PBTXT_FILE, ConfigFile
 
 
 class ConfigError(ValueError):
@@ -77,12 +80,41 @@ class SLA(_Strict):
         return out
 
 
+class WarmupInput(_Strict):
+    """One input of a declared warm-up sample: zeros, random values, or a file in ``<model>/warmup/``."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    source: Literal["zero", "random", "file"] = "zero"
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _file(self) -> WarmupInput:
+        if (self.source == "file") != (self.file is not None):
+            raise ValueError("file is given exactly when source is file")
+        if any(d < 0 for d in self.shape):
+            raise ValueError("every dim of a warm-up input must be given (>= 0)")
+        return self
+
+
+class WarmupSample(_Strict):
+    """A declared warm-up request (Triton's ``model_warmup``), run ``count`` times; its failure fails the load."""
+
+    name: str
+    count: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=1, ge=0)
+    inputs: list[WarmupInput] = Field(default_factory=list)
+
+
 class Warmup(_Strict):
-    """Requests run before a version turns READY; synthetic inputs from the signature unless samples exist."""
+    """Requests run before a version turns READY: the declared ``samples`` when there are any, else ``requests``
+    synthetic ones shaped from the signature (a synthetic request that fails is logged and the version serves)."""
 
     enabled: bool = True
     requests: int = Field(default=2, ge=0)
     batch_size: int = Field(default=1, ge=1)
+    samples: list[WarmupSample] = Field(default_factory=list)
 
 
 class Verify(_Strict):
@@ -118,6 +150,7 @@ class ModelConfig(_Strict):
     outputs: list[TensorOverride] | None = None
     source: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, str] = Field(default_factory=dict)  # Triton's model parameters, shown in the config
 
     @field_validator("runtime")
     @classmethod
@@ -149,6 +182,24 @@ class ModelConfig(_Strict):
         ``sla.p99_ms`` keeps ``sla.p50_ms``, ``options`` and ``batching``), anything else is replaced; a null
         removes the field."""
         data = merge(_mapping(base, where), _mapping(override, override_where or where))
+        return cls.from_dict(data, f"{where} with {override_where}" if override_where else where)
+
+    @classmethod
+    def from_file(
+        cls, file: ConfigFile | None, model: str, override: bytes | None = None, override_where: str = ""
+    ) -> ModelConfig:
+        """A model's config as the store holds it (config.yaml, or Triton's config.pbtxt), with an override in
+        config.yaml's form merged in field by field (see ``merged``)."""
+        where = (file.where if file is not None else "") or f"{model}/{file.name if file is not None else CONFIG_FILE}"
+        if file is not None and file.name == PBTXT_FILE:
+            from model_store.triton_config import to_mapping
+
+            base = to_mapping(file.data, model, where)
+        else:
+            base = _mapping(file.data if file is not None else None, where)
+        if override is None:
+            return cls.from_dict(base, where)
+        data = merge(base, _mapping(override, override_where or where))
         return cls.from_dict(data, f"{where} with {override_where}" if override_where else where)
 
     @classmethod

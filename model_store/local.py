@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from model_store.base import CONFIG_FILE, StoreError, StoreUnavailable, check_model_name, parse_version
+from model_store.base import CONFIG_FILES, ConfigFile, StoreError, StoreUnavailable, check_model_name, parse_version
 from model_store.manifest import verify_folder
 
 
@@ -66,12 +66,14 @@ class LocalStore:
                 return self._inside(child)
         raise StoreError(f"model {model!r} has no version {version} in {self.root}")
 
-    def read_config(self, model: str) -> bytes | None:
-        path = self._model_dir(model) / CONFIG_FILE
-        if not path.is_file():
-            return None
-        self._inside(path)
-        return path.read_bytes()
+    def read_config(self, model: str) -> ConfigFile | None:
+        folder = self._model_dir(model)
+        for name in CONFIG_FILES:
+            path = folder / name
+            if path.is_file():
+                self._inside(path)
+                return ConfigFile(name, path.read_bytes())
+        return None
 
     def fingerprint(self, model: str, version: int) -> str:
         digest = hashlib.sha1()

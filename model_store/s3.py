@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_store.base import CONFIG_FILE, StoreError, StoreUnavailable, check_model_name, parse_version
+from model_store.base import CONFIG_FILES, ConfigFile, StoreError, StoreUnavailable, check_model_name, parse_version
 from model_store.manifest import (
     MANIFEST,
     MARKERS,
@@ -344,8 +344,12 @@ class S3Store:
             self._seen.update(seen)
         return sorted(complete)
 
-    def read_config(self, model: str) -> bytes | None:
-        return self._get(self._model_prefix(model) + CONFIG_FILE)
+    def read_config(self, model: str) -> ConfigFile | None:
+        for name in CONFIG_FILES:
+            data = self._get(self._model_prefix(model) + name)
+            if data is not None:
+                return ConfigFile(name, data)
+        return None
 
     def read_file(self, model: str, relpath: str) -> bytes | None:
         return self._get(self._model_prefix(model) + check_relpath(relpath))

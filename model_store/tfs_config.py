@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from model_store import open_store
-from model_store.base import StoreError, StoreUnavailable, check_model_name
+from model_store.base import CONFIG_FILE, ConfigFile, StoreError, StoreUnavailable, check_model_name
 from model_store.config import ConfigError, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -246,19 +246,20 @@ class TfsConfigStore:
         self._missing.discard(entry.base_path)
         return versions
 
-    def read_config(self, model: str) -> bytes | None:
-        """The base path's config.yaml (if any) with what the file sets for the model on top."""
+    def read_config(self, model: str) -> ConfigFile | None:
+        """The base path's config (config.yaml or Triton's config.pbtxt, if any) with what the file sets for the
+        model on top, as config.yaml."""
         entry, store = self._entry(model)
-        raw = store.read_config(entry.folder)
+        file = store.read_config(entry.folder)
         if not entry.settings:
-            return raw  # type: ignore[no-any-return]
+            return file  # type: ignore[no-any-return]
+        where = f"{entry.base_path}/{file.name if file is not None else CONFIG_FILE}"
         try:
-            base = yaml.safe_load(raw) if raw else {}
-        except yaml.YAMLError:
-            return raw  # type: ignore[no-any-return]  # the model's own error, reported as such when parsed
-        if not isinstance(base, dict):
-            return raw  # type: ignore[no-any-return]
-        return yaml.safe_dump({**base, **entry.settings}, sort_keys=False).encode()  # the file's fields replace
+            base = ModelConfig.from_file(file, model).model_dump(exclude_defaults=True) if file is not None else {}
+        except ConfigError:
+            return file  # type: ignore[no-any-return]  # the model's own error, reported as such when parsed
+        data = yaml.safe_dump({**base, **entry.settings}, sort_keys=False).encode()  # the file's fields replace
+        return ConfigFile(CONFIG_FILE, data, where)
 
     def fingerprint(self, model: str, version: int) -> str:
         entry, store = self._entry(model)

@@ -55,11 +55,26 @@ def pt2_kind(path: Path) -> str:
         return "torch_aoti"
     if any(n.endswith("/models/model.json") or "/models/" in n for n in names):
         return "torch_export"
+    if any("/code/__torch__" in n for n in names):
+        raise RuntimeLoadError(
+            f"{path} is TorchScript (torch.jit.save), which is not served: export the module with torch.export "
+            "(`tensorgate export`) to a .pt2"
+        )
     raise RuntimeLoadError(f"{path} is neither an AOTInductor package nor a torch.export archive")
 
 
-def detect_format(version_dir: Path) -> str:
-    """Which runtime serves the artefact in ``version_dir`` (model.onnx, SavedModel, model.pt2)."""
+def detect_format(version_dir: Path, filename: str | None = None) -> str:
+    """Which runtime serves the artefact in ``version_dir`` (model.onnx, SavedModel, model.pt2), or the one named
+    ``filename`` there (an .onnx file, a SavedModel folder, a .pt2 archive)."""
+    if filename:
+        target = version_dir / filename
+        if target.is_dir() and ((target / "saved_model.pb").is_file() or (target / "saved_model.pbtxt").is_file()):
+            return "tf_savedmodel"
+        if target.is_file() and filename.endswith(".onnx"):
+            return "onnx"
+        if target.is_file():
+            return pt2_kind(target)
+        raise RuntimeLoadError(f"no model artefact {filename!r} in {version_dir}")
     if (version_dir / "model.onnx").is_file():
         return "onnx"
     if (version_dir / "saved_model.pb").is_file() or (version_dir / "saved_model.pbtxt").is_file():

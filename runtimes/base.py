@@ -77,7 +77,7 @@ class Runtime(abc.ABC):
 
     format: ClassVar[str]
     platform: ClassVar[str]
-    artifact: ClassVar[str]
+    artifact: str  # the artefact's name in the version folder: the class's default, or the ``filename`` option
 
     @abc.abstractmethod
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
@@ -111,3 +111,64 @@ class Runtime(abc.ABC):
     @property
     def device(self) -> str:
         return "cpu"
+
+
+def artifact_path(path: Path, options: Mapping[str, Any], default: str) -> Path:
+    """The artefact in version folder ``path``: ``options["filename"]`` (Triton's ``default_model_filename``) or
+    the runtime's usual name; a name that would leave the folder is refused."""
+    name = str(options.get("filename") or default)
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise RuntimeLoadError(f"option filename {name!r} must be a plain file or folder name")
+    return Path(path) / name
+
+
+def declare(
+    signature: Signature,
+    inputs: Sequence[Mapping[str, Any]] | None,
+    outputs: Sequence[Mapping[str, Any]] | None,
+    where: str,
+) -> Signature:
+    """The signature with the config's declared tensors (``{name, datatype, shape}``, shape -1 = the model's dim)
+    in force: each must name a tensor of the model, with its datatype and rank; a fixed dim must agree with the
+    model's, and a dim the model leaves free is pinned. RuntimeLoadError names the tensor and what differs."""
+
+    def apply(
+        specs: tuple[TensorSpec, ...], declared: Sequence[Mapping[str, Any]], kind: str
+    ) -> tuple[TensorSpec, ...]:
+        by_name = {s.name: i for i, s in enumerate(specs)}
+        result = list(specs)
+        for item in declared:
+            name = str(item.get("name"))
+            if name not in by_name:
+                raise RuntimeLoadError(
+                    f"{where}: declared {kind} {name!r} is not one of the model's {kind}s ({', '.join(by_name)})"
+                )
+            spec = specs[by_name[name]]
+            datatype = str(item.get("datatype", spec.datatype))
+            if datatype != spec.datatype:
+                raise RuntimeLoadError(
+                    f"{where}: {kind} {name!r} is declared {datatype} but the model's is {spec.datatype}"
+                )
+            shape = item.get("shape")
+            if shape is None:
+                continue
+            if len(shape) != len(spec.shape):
+                raise RuntimeLoadError(
+                    f"{where}: {kind} {name!r} is declared with shape {list(shape)} (rank {len(shape)}) but the "
+                    f"model's is {list(spec.shape)} (rank {len(spec.shape)})"
+                )
+            dims = []
+            for axis, (want, have) in enumerate(zip(shape, spec.shape, strict=True)):
+                want = int(want)
+                if want != -1 and have != -1 and want != have:
+                    raise RuntimeLoadError(
+                        f"{where}: {kind} {name!r} dim {axis} is declared {want} but the model fixes it at {have} "
+                        f"(declared {list(shape)}, model {list(spec.shape)})"
+                    )
+                dims.append(have if want == -1 else want)
+            result[by_name[name]] = TensorSpec(spec.name, spec.datatype, tuple(dims), spec.values)
+        return tuple(result)
+
+    new_inputs = apply(signature.inputs, inputs or [], "input")
+    new_outputs = apply(signature.outputs, outputs or [], "output")
+    return Signature(new_inputs, new_outputs, signature.name, signature.method, signature.extra)

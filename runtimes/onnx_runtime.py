@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 
-from runtimes.base import Runtime, RuntimeInputError, RuntimeLoadError, Signature, TensorSpec
+from runtimes.base import Runtime, RuntimeInputError, RuntimeLoadError, Signature, TensorSpec, artifact_path, declare
 
 log = logging.getLogger("tensorgate.runtimes.onnx")
 
@@ -42,7 +42,8 @@ def _dims(shape: Sequence[Any]) -> tuple[int, ...]:
 
 class OnnxRuntime(Runtime):
     """ONNX Runtime session. Options: ``providers`` (list), ``intra_op_threads``, ``inter_op_threads``,
-    ``execution_mode`` (sequential|parallel), ``graph_optimization`` (disable|basic|extended|all), ``device``.
+    ``execution_mode`` (sequential|parallel), ``graph_optimization`` (disable|basic|extended|all), ``device``,
+    ``filename`` (default model.onnx), ``inputs``/``outputs`` (declared tensors, see ``runtimes.base.declare``).
 
     Defaults suit a small box: one intra-op thread per session, so parallelism comes from concurrent requests
     (the model's ``instances``) rather than from splitting one small request across cores.
@@ -60,7 +61,8 @@ class OnnxRuntime(Runtime):
         self._bf16 = False
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
-        model_path = Path(path) / self.artifact
+        model_path = artifact_path(path, options, type(self).artifact)
+        self.artifact = model_path.name
         if not model_path.is_file():
             raise RuntimeLoadError(f"{model_path} does not exist")
         so = ort.SessionOptions()
@@ -78,13 +80,14 @@ class OnnxRuntime(Runtime):
         so.log_severity_level = 3
         available = ort.get_available_providers()
         device = str(options.get("device", "cpu"))
+        kind, _, index = device.partition(":")  # cuda:<n> (Triton's instance_group gpus) picks the GPU
         providers = list(options.get("providers") or [])
         if not providers:
             providers = (
-                ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+                ["CUDAExecutionProvider", "CPUExecutionProvider"] if kind == "cuda" else ["CPUExecutionProvider"]
             )
         missing = [p for p in providers if p not in available]
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
+        if kind == "cuda" and "CUDAExecutionProvider" not in available:
             raise RuntimeLoadError(
                 f"device cuda requested but this onnxruntime build has no CUDAExecutionProvider ({available})"
             )
@@ -92,7 +95,12 @@ class OnnxRuntime(Runtime):
             log.warning("ONNX Runtime providers %s are not available here (have %s)", missing, available)
             providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(os.fspath(model_path), sess_options=so, providers=providers)
+            provider_options = [
+                {"device_id": index} if p == "CUDAExecutionProvider" and index.isdigit() else {} for p in providers
+            ]
+            session = ort.InferenceSession(
+                os.fspath(model_path), sess_options=so, providers=providers, provider_options=provider_options
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"ONNX Runtime could not load {model_path}: {exc}") from exc
         self._device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
@@ -104,7 +112,9 @@ class OnnxRuntime(Runtime):
         outputs = tuple(TensorSpec(o.name, _datatype(o.type, o.name), _dims(o.shape)) for o in session.get_outputs())
         self._string_inputs = {s.name for s in inputs if s.datatype == "BYTES"}
         self._bf16 = any(s.datatype == "BF16" for s in (*inputs, *outputs))
-        self._signature = Signature(inputs=inputs, outputs=outputs)
+        self._signature = declare(
+            Signature(inputs=inputs, outputs=outputs), options.get("inputs"), options.get("outputs"), str(model_path)
+        )
         self._session = session
 
     def signatures(self) -> Mapping[str, Signature]:

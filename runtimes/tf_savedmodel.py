@@ -17,12 +17,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from runtimes.base import (
+    DEFAULT_SIGNATURE,
     PREDICT_METHOD,
     Runtime,
     RuntimeInputError,
     RuntimeLoadError,
     Signature,
     TensorSpec,
+    artifact_path,
+    declare,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ _V2_TO_TF_NAME: dict[str, str] = {v2: tf_name for v2, tf_name in _TF_DTYPES.valu
 _SERVE_TAG = "serve"
 _INIT_OP_KEY = "__saved_model_init_op"
 _THREAD_OPTIONS = ("intra_op_threads", "inter_op_threads")
-_KNOWN_OPTIONS = (*_THREAD_OPTIONS, "tags")
+_KNOWN_OPTIONS = (*_THREAD_OPTIONS, "tags", "filename", "inputs", "outputs")
 
 _threads_lock = threading.Lock()
 _threads_applied: dict[str, int] = {}
@@ -222,15 +225,17 @@ class _Entry:
 class TFSavedModelRuntime(Runtime):
     """A SavedModel loaded with ``tf.saved_model.load``; every SignatureDef is callable by name.
 
-    Options: ``intra_op_threads`` / ``inter_op_threads`` (process-wide, see the module docstring) and
-    ``tags`` (the MetaGraphDef to load; default: the only one, else ``["serve"]``). BYTES tensors are numpy
+    Options: ``intra_op_threads`` / ``inter_op_threads`` (process-wide, see the module docstring),
+    ``tags`` (the MetaGraphDef to load; default: the only one, else ``["serve"]``), ``filename`` (a SavedModel
+    folder inside the version folder, Triton's ``model.savedmodel``) and ``inputs``/``outputs`` (declared tensors of
+    the default signature, see ``runtimes.base.declare``). BYTES tensors are numpy
     object arrays of ``bytes`` in and out. Concurrent ``infer`` calls are safe: TensorFlow functions may be
     called from several threads at once, so no lock is taken.
     """
 
     format: ClassVar[str] = "tf_savedmodel"
     platform: ClassVar[str] = "tensorflow_savedmodel"
-    artifact: ClassVar[str] = "saved_model.pb"
+    artifact = "saved_model.pb"
 
     def __init__(self) -> None:
         self._tf: Any = None
@@ -245,6 +250,9 @@ class TFSavedModelRuntime(Runtime):
         unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
         if unknown:
             log.warning("%s: ignoring options %s (known: %s)", path, unknown, list(_KNOWN_OPTIONS))
+        if options.get("filename"):  # Triton's layout: <version>/model.savedmodel/saved_model.pb
+            path = artifact_path(path, options, "")
+            self.artifact = path.name
         if not path.is_dir():
             raise RuntimeLoadError(f"{path} is not a SavedModel directory")
         tags_option = options.get("tags")
@@ -254,6 +262,9 @@ class TFSavedModelRuntime(Runtime):
         signatures = signatures_from_meta_graph(meta_graph)
         if not signatures:
             raise RuntimeLoadError(f"{path}: the SavedModel has no serving signatures")
+        if options.get("inputs") or options.get("outputs"):
+            default = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else next(iter(signatures))
+            signatures[default] = declare(signatures[default], options.get("inputs"), options.get("outputs"), str(path))
         self.threads = apply_thread_options(options)
         tf = _import_tf()
         self.tags = list(meta_graph.meta_info_def.tags)

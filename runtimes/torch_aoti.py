@@ -22,7 +22,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch._inductor.package import load_package
 
-from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
+from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature, artifact_path
 from runtimes.datatype import numpy_dtype
 from runtimes.pt2_signature import SIDECAR, PT2Signature
 from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
@@ -68,7 +68,8 @@ class TorchAOTIRuntime(Runtime):
         return self._device
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
-        file = Path(path) / self.artifact
+        file = artifact_path(path, options, type(self).artifact)
+        self.artifact = file.name
         sidecar = Path(path) / SIDECAR
         if not file.is_file():
             raise RuntimeLoadError(f"{file} does not exist")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
+from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature, artifact_path
 from runtimes.pt2_pickle import pickled_parts
 from runtimes.pt2_signature import SIDECAR, PT2Signature
 from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
@@ -57,7 +57,8 @@ class TorchExportRuntime(Runtime):
         self._kwargs_spec: pytree.TreeSpec | None = None
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
-        file = Path(path) / self.artifact
+        file = artifact_path(path, options, type(self).artifact)
+        self.artifact = file.name
         if not file.is_file():
             raise RuntimeLoadError(f"{file} does not exist")
         device = str(options.get("device", "cpu"))

@@ -84,6 +84,39 @@ def fixed_model(path: Path) -> Path:
     return _save(graph, path)
 
 
+def simple_model(path: Path, datatype: str = "INT32") -> Path:
+    """Triton's example ``simple``: INPUT0, INPUT1 [batch, 16] -> OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
+    kind = _ONNX_TYPES[datatype]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])],
+        "simple",
+        [helper.make_tensor_value_info(n, kind, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, kind, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def simple_string_model(path: Path) -> Path:
+    """Triton's example ``simple_string``: two [batch, 16] string inputs holding integers, Cast to INT32; outputs
+    their sum and difference as strings. A Cast node refuses strings that are not numbers (empty ones too)."""
+    nodes = [
+        helper.make_node("Cast", ["INPUT0"], ["a"], to=TensorProto.INT32),
+        helper.make_node("Cast", ["INPUT1"], ["b"], to=TensorProto.INT32),
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Sub", ["a", "b"], ["diff"]),
+        helper.make_node("Cast", ["sum"], ["OUTPUT0"], to=TensorProto.STRING),
+        helper.make_node("Cast", ["diff"], ["OUTPUT1"], to=TensorProto.STRING),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "simple_string",
+        [helper.make_tensor_value_info(n, TensorProto.STRING, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.STRING, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _save(graph, path)
+
+
 def _save(graph: onnx.GraphProto, path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8

@@ -70,7 +70,7 @@ def verify_store(store: ModelStore, models: Sequence[str] | None = None, url: st
     reports = []
     for model in models or store.list_models():
         try:
-            config = ModelConfig.parse(store.read_config(model), f"{model}/config.yaml")
+            config = ModelConfig.from_file(store.read_config(model), model)
             versions = config.version_policy.select(store.list_versions(model))
             goldens = {version: load_golden(store, model, version) for version in versions}
         except Exception as exc:

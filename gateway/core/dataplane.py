@@ -274,7 +274,7 @@ class DataPlane:
             if version is None or m.version == int(version)
         ]
         if not rows:
-            raise ModelNotFound(f"model {name!r} has no version {version}")
+            raise ModelNotFound.version(name, version)
         return rows
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
@@ -282,9 +282,9 @@ class DataPlane:
             return [m.stats.to_json(m.name, str(m.version)) for m in self.models.all_loaded()]
         entry = self.router.entry(name)
         if version:
-            model = entry.versions.get(int(version)) if version.isdigit() else None
+            model = entry.versions.get(int(version)) if version.isascii() and version.isdigit() else None
             if model is None:
-                raise ModelNotFound(f"model {name!r} has no version {version!r}")
+                raise ModelNotFound.version(name, version)
             return [model.stats.to_json(name, version)]
         return [m.stats.to_json(name, str(m.version)) for m in entry.versions.values()]
 

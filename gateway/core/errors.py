@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 
 class GatewayError(Exception):
@@ -15,9 +15,13 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.request_id: str | None = None  # set by the DataPlane: the front end returns it with the error
+        self.servable: tuple[str, object] | None = None  # (model, version or None) of a failed model lookup
 
     def __str__(self) -> str:
         return self.message
+
+
+E = TypeVar("E", bound=GatewayError)
 
 
 class InvalidInput(GatewayError):
@@ -27,18 +31,45 @@ class InvalidInput(GatewayError):
     code = "INVALID_ARGUMENT"
 
 
+#: Triton's prefix for every model lookup that fails; Triton's clients and code written against Triton match on it
+UNKNOWN_MODEL = "Request for unknown model: "
+
+
 class ModelNotFound(GatewayError):
-    """No such model, version or label."""
+    """No such model, version or label. ``model`` and ``version`` build Triton's exact texts."""
 
     http_status = 404
     code = "NOT_FOUND"
 
+    @classmethod
+    def model(cls, name: str) -> ModelNotFound:
+        return _lookup(cls(f"{UNKNOWN_MODEL}{name!r} is not found"), name, None)
+
+    @classmethod
+    def version(cls, name: str, version: object, hint: str = "") -> ModelNotFound:
+        return _lookup(cls(f"{UNKNOWN_MODEL}{name!r} version {version} is not found{hint}"), name, version)
+
 
 class ModelNotReady(GatewayError):
-    """The model exists but no version is READY (loading, failed, unloaded)."""
+    """The model exists but no version is READY (loading, failed, unloaded). ``version`` and ``no_version`` build
+    Triton's texts, followed by the state and reasons."""
 
     http_status = 503
     code = "UNAVAILABLE"
+
+    @classmethod
+    def version(cls, name: str, version: object, detail: str = "") -> ModelNotReady:
+        return _lookup(cls(f"{UNKNOWN_MODEL}{name!r} version {version} is not at ready state{detail}"), name, version)
+
+    @classmethod
+    def no_version(cls, name: str, detail: str = "") -> ModelNotReady:
+        return _lookup(cls(f"{UNKNOWN_MODEL}{name!r} has no available versions{detail}"), name, None)
+
+
+def _lookup(exc: E, name: str, version: object) -> E:
+    """``exc`` marked as a failed lookup of ``name`` (``version``), which TF Serving's front ends word their way."""
+    exc.servable = (name, version)
+    return exc
 
 
 class ServerUnavailable(GatewayError):

@@ -91,8 +91,8 @@ class Outcomes:
             if entry is None:
                 labels = (UNKNOWN, "", "")
             else:
-                version = x.version
-                known = entry.versions.get(int(version)) if version and version.isdigit() else None
+                version = x.version or ""
+                known = entry.versions.get(int(version)) if version.isascii() and version.isdigit() else None
                 labels = known.labels if known is not None else (x.name, UNKNOWN, "")
         trace_id = None
         if self.tracing is not None:

@@ -1,5 +1,6 @@
 """TF Serving's classify/regress conventions shared by the REST and gRPC front ends: which signatures
-qualify, how result tensors become (label, score) rows and regression values, and version states."""
+qualify, how result tensors become (label, score) rows and regression values, version states, and TF Serving's
+wording of a model that cannot be found."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from gateway.core.errors import InvalidInput
+from gateway.core.errors import GatewayError, InvalidInput, ModelNotReady
 from runtimes.base import CLASSIFY_METHOD, REGRESS_METHOD, Signature
 
 CLASSIFY_INPUTS = "inputs"
@@ -22,6 +23,18 @@ VERSION_STATES: dict[str, str] = {
     "UNLOADING": "UNLOADING",
     "UNAVAILABLE": "END",
 }
+
+
+def error_message(exc: GatewayError) -> str:
+    """What a TF Serving front end says: TF Serving's own text for a model or version that cannot be found
+    (``Servable not found for request: Latest(m)`` / ``Specific(m, 2)``; a version that is not ready adds why),
+    else the error's message."""
+    if exc.servable is None:
+        return exc.message
+    name, version = exc.servable
+    request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+    text = f"Servable not found for request: {request}"
+    return f"{text} ({exc.message})" if isinstance(exc, ModelNotReady) else text
 
 
 def version_state(registry_state: str) -> str:

@@ -14,9 +14,9 @@ def grpc_code(exc: GatewayError) -> grpc.StatusCode:
     return grpc.StatusCode[name]
 
 
-async def abort(context: Any, exc: GatewayError) -> NoReturn:
+async def abort(context: Any, exc: GatewayError, message: str | None = None) -> NoReturn:
     metadata = (("x-request-id", exc.request_id),) if exc.request_id else ()
-    await context.abort(grpc_code(exc), exc.message, metadata)
+    await context.abort(grpc_code(exc), exc.message if message is None else message, metadata)
     raise AssertionError("unreachable")  # context.abort raises
 
 

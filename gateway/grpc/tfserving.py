@@ -18,6 +18,7 @@ import grpc
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, Unsupported
+from gateway.core.tfserving import error_message
 from gateway.grpc.status import abort
 
 log = logging.getLogger("tensorgate.grpc.tfserving")
@@ -56,7 +57,7 @@ class TFServingHandler(grpc.GenericRpcHandler):
                 method: Callable[[bytes, Any], Awaitable[bytes]] = getattr(servicer, name)
                 return await method(raw, context)
             except GatewayError as exc:
-                await abort(context, exc)
+                await abort(context, exc, error_message(exc))  # TF Serving's wording where it has one
 
         return behavior
 

@@ -172,7 +172,7 @@ def model_target(spec: model_pb2.ModelSpec) -> ModelTarget:
     if choice == "version":
         version = int(spec.version.value)
     elif choice == "version_label" and spec.version_label:
-        if spec.version_label.isdigit():
+        if spec.version_label.isascii() and spec.version_label.isdigit():
             version = int(spec.version_label)
         else:
             label = spec.version_label

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 
 from gateway.core.dataplane import DataPlane
-from gateway.core.errors import GatewayError, ModelNotReady
+from gateway.core.errors import GatewayError, ModelNotFound, ModelNotReady
 from gateway.core.exchange import Exchange, Origin, request_id
 from gateway.core.types import InferRequest, InferResponse
 from gateway.grpc.codec import decode_request, encode_response, set_param
@@ -48,7 +48,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     @_errors
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version or None))
+        try:
+            ready = self.dp.model_ready(request.name, request.version or None)
+        except ModelNotFound:  # Triton answers ready=false for a model it does not know (REST: 404, also not ready)
+            ready = False
+        return service_pb2.ModelReadyResponse(ready=ready)
 
     @_errors
     async def ServerMetadata(self, request: Any, context: Any) -> Any:

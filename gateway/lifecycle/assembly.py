@@ -16,7 +16,7 @@ from gateway.lifecycle.model import ModelVersion, VersionStatus
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.stats import ModelStats
 from model_store import ModelConfig
-from runtimes import Runtime, Signature
+from runtimes import Runtime, RuntimeLoadError, Signature
 
 RuntimeFactory = Callable[[str], type[Runtime]]
 WarmUp = Callable[[ModelVersion], None]
@@ -51,6 +51,7 @@ class Assembler:
         executor: Executor | None = None
         try:
             signature = runtime.signature()
+            _check_batch_dim(config, signature)
             stats = ModelStats()
             executor = self._executor(name, version, fmt, config, runtime, signature, stats)
             model = ModelVersion(
@@ -90,6 +91,18 @@ class Assembler:
             default_signature=signature.name,
             name=f"{thread_name}-batch",
         )
+
+
+def _check_batch_dim(config: ModelConfig, signature: Signature) -> None:
+    """``max_batch_size`` > 0 (Triton's meaning: the model takes a batch) on a model without a free leading dim on
+    every input and output is a load error, as in Triton, rather than a setting silently dropped."""
+    if not config.max_batch_size or signature.batched:
+        return
+    fixed = [f"{s.name} {list(s.shape)}" for s in (*signature.inputs, *signature.outputs) if not s.batched]
+    raise RuntimeLoadError(
+        f"max_batch_size {config.max_batch_size} needs a variable-size leading (batch) dim on every input and "
+        f"output, but the model has {', '.join(fixed)}; set max_batch_size 0 and give the full dims"
+    )
 
 
 def _recorder(

@@ -19,8 +19,9 @@ from gateway.lifecycle.host import ModelHost
 from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE, RouteEntry
 from gateway.telemetry.metrics import Metrics
 from model_store import ConfigError, ModelConfig, ModelStore, StoreError, StoreUnavailable
-from model_store.base import check_model_name
+from model_store.base import PBTXT_FILE, ConfigFile, check_model_name
 from model_store.route import OVERRIDE_SUFFIX, ROUTE_FILE, RouteConfig, auto_routes
+from model_store.triton_config import json_to_text
 from runtimes import RUNTIMES
 
 log = logging.getLogger("tensorgate.controller")
@@ -40,6 +41,7 @@ class ModelController:
         self._pinned_unloaded: set[str] = set()
         self._route_files: dict[str, RouteEntry] = {}  # store folders holding a route.yaml, as last read
         self._configs: dict[str, ModelConfig] = {}  # each model's config as last read (exported variants form routes)
+        self._load_configs: dict[str, ConfigFile] = {}  # configs given with a repository load, in place of the store's
         self._lock = asyncio.Lock()
 
     async def sync(self, only: Iterable[str] | None = None) -> None:
@@ -81,7 +83,7 @@ class ModelController:
                         del known[name]
             else:
                 for name in wanted - present:
-                    raise ModelNotFound(f"model {name!r} is not in the store {self.store.uri}")
+                    raise ModelNotFound(f"failed to load {name!r}: it is not in the store {self.store.uri}")
             self._publish_routes()
             self.listed = True  # a whole pass: every model listed has its wanted versions known (strict readiness)
             self.metrics.store_poll(ok=True)
@@ -96,14 +98,14 @@ class ModelController:
         self.metrics.store_poll(ok=False)
 
     async def _read_config(self, name: str) -> ModelConfig:
-        """The store's config.yaml, with the model's override (if any) merged in field by field."""
+        """The store's config.yaml (or Triton config.pbtxt), with the model's override (if any) merged in field by
+        field."""
         loop = asyncio.get_running_loop()
         override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
-        raw = await loop.run_in_executor(None, self.store.read_config, name)
-        where = f"{name}/config.yaml"
+        file = self._load_configs.get(name) or await loop.run_in_executor(None, self.store.read_config, name)
         if override is not None and override.is_file():
-            return ModelConfig.merged(raw, override.read_bytes(), where, str(override))
-        return ModelConfig.parse(raw, where=where)
+            return ModelConfig.from_file(file, name, override.read_bytes(), str(override))
+        return ModelConfig.from_file(file, name)
 
     async def _sync_model(self, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -182,12 +184,23 @@ class ModelController:
         check_name(name)
         if parameters and any(k.startswith("file:") for k in parameters):
             raise Unsupported("loading model files through the repository API is not supported; use the store")
+        config = (parameters or {}).get("config")
+        if config is not None:  # Triton's load with a config: it replaces the store's until a load without one
+            self._load_configs[name] = self._load_config(name, config)
+        else:
+            self._load_configs.pop(name, None)
         self._pinned_unloaded.discard(name)
         await self.sync(only=[name])
         entry = self.host.get(name)
-        if entry is not None and not entry.ready_versions():
-            reasons = "; ".join(f"v{m.version}: {m.reason}" for m in entry.versions.values() if m.reason)
-            raise InvalidInput(f"failed to load {name!r}: {reasons or 'no version to serve'}")
+        if entry is None:
+            return
+        failed = [  # as in Triton, a load fails when a version it asked for did not load (a failed reload too)
+            f"v{version}: {model.reason if model is not None else 'not loaded'}"
+            for version in sorted(self.wanted.get(name, ()))
+            if (model := entry.versions.get(version)) is None or model.state != READY or model.reason
+        ]
+        if failed or not entry.ready_versions():
+            raise InvalidInput(f"failed to load {name!r}: {'; '.join(failed) or 'no version to serve'}")
 
     async def unload(self, name: str) -> None:
         check_name(name)
@@ -231,6 +244,19 @@ class ModelController:
                 if model.state == UNAVAILABLE and (model.version in versions or model.version == 0):
                     rows.append(f"{name} v{model.version}: {model.reason}")
         return rows
+
+    @staticmethod
+    def _load_config(name: str, config: Any) -> ConfigFile:
+        """A repository load's ``config`` (Triton's ModelConfig as JSON), checked before it replaces anything."""
+        where = f"{name} (the config given to load)"
+        try:
+            if not isinstance(config, str | bytes):
+                raise ConfigError(f"{where}: expected Triton's model config as a JSON string")
+            file = ConfigFile(PBTXT_FILE, json_to_text(config, where), where)
+            ModelConfig.from_file(file, name)
+        except ConfigError as exc:
+            raise InvalidInput(f"failed to load {name!r}: {exc}") from exc
+        return file
 
 
 def _loaded_differently(old: ModelConfig, new: ModelConfig) -> bool:

@@ -110,7 +110,7 @@ class ModelHost:
         entry = self.models.setdefault(name, ModelEntry(name, ModelConfig()))
         for model in entry.versions.values():
             if model.state == READY:
-                model.status.reason = f"config.yaml is invalid, serving with the previous config: {reason}"
+                model.status.reason = f"the config is invalid, serving with the previous one: {reason}"
         if not entry.versions:
             entry.versions[0] = ModelVersion(name, 0, entry.config, status=VersionStatus(UNAVAILABLE, reason))
 
@@ -159,7 +159,7 @@ class ModelHost:
     ) -> ModelVersion:
         path = self.store.fetch(name, version)
         try:
-            fmt = config.runtime or detect_format(path)
+            fmt = config.runtime or detect_format(path, config.options.get("filename"))
             detected.append(fmt)
             return self.assembler.assemble(name, version, config, fingerprint, path, fmt)
         except BaseException:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.core.auth import Guard
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError
+from gateway.core.tfserving import error_message
 from gateway.rest import metrics as metrics_routes
 from gateway.rest import openapi, tfserving, v2
 from gateway.rest.auth import ASGIApp, AuthApp
@@ -42,7 +43,9 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        response = error_response(exc.message, exc.http_status)  # V2 and TF Serving share the one table
+        tfserving = request.url.path.startswith("/v1/")  # TF Serving's wording where it has one
+        message = error_message(exc) if tfserving else exc.message
+        response = error_response(message, exc.http_status)  # V2 and TF Serving share the one table
         if exc.request_id is not None:
             response.headers["x-request-id"] = exc.request_id
         return response

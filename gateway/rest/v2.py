@@ -63,7 +63,7 @@ async def model_metadata(request: Request, name: str, version: str | None = None
 @router.get("/v2/models/{name}/versions/{version}/ready")
 async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
     if not _dp(request).model_ready(name, version):  # unknown model -> 404
-        raise ModelNotReady(f"model {name!r} is not ready")
+        raise ModelNotReady.version(name, version) if version else ModelNotReady.no_version(name)
     return json_response({"name": name, "ready": True})
 
 

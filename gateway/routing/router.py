@@ -78,7 +78,7 @@ class VersionRouter:
     def entry(self, name: str) -> ModelEntry:
         entry = self.catalog.get(name)
         if entry is None:
-            raise ModelNotFound(f"model {name!r} is not found")
+            raise ModelNotFound.model(name)
         return entry
 
     def plan(
@@ -102,15 +102,15 @@ class VersionRouter:
         if version is None or version == "":
             ready = entry.ready_versions()
             if not ready:
-                raise ModelNotReady(f"model {name!r} has no READY version{entry.reasons()}")
+                raise ModelNotReady.no_version(name, entry.reasons())
             return ready[-1]
         if isinstance(version, str):
-            if not version.isdigit():
-                raise ModelNotFound(f"model {name!r} has no version {version!r} (versions are integers)")
+            if not (version.isascii() and version.isdigit()):
+                raise ModelNotFound.version(name, repr(version), " (versions are integers)")
             version = int(version)
         model = entry.versions.get(version)
         if model is None:
-            raise ModelNotFound(f"model {name!r} has no version {version}")
+            raise ModelNotFound.version(name, version)
         if model.state != READY:
-            raise ModelNotReady(f"model {name!r} version {version} is {model.state}{entry.reasons()}")
+            raise ModelNotReady.version(name, version, f" ({model.state}){entry.reasons()}")
         return model

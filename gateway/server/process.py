@@ -68,7 +68,7 @@ class Server:
         routes = RouteRouter(self.host, self.metrics.routes)
         router = ModelAccessRouter(routes) if self.guard.enabled else routes
         self.dataplane = DataPlane(
-            self.host, router, self.metrics, control, ServerInfo(version=__version__),
+            self.host, router, self.metrics, control, ServerInfo(name=settings.server_name, version=__version__),
             access_log=self.access_log, tracing=self.tracing,
         )  # fmt: skip
         self.ports: dict[str, int] = {}

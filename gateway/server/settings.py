@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     model_config_file_poll_wait_seconds: float = Field(default=0.0, ge=0)  # re-read period; 0: read once
     model_base_path: str | None = None  # TF Serving's one-model mode: the folder (or s3://) of <version>/ folders
     model_name: str = "default"  # the name it is served under (TF Serving's default too)
+    server_name: str = Field(default="tensorgate", min_length=1, max_length=64)  # server metadata's name (triton)
     # -- security (README "Security")
     auth_keys: str | None = None  # YAML file of hashed API keys with scopes (gateway.core.auth); None: no auth
     auth_open: list[str] = Field(default_factory=lambda: ["health", "metrics"])  # endpoint groups needing no key

@@ -106,8 +106,11 @@ def _v2_stream(server: ServerProcess, model: str, x: np.ndarray, datatype: str =
         return "OK"
     assert isinstance(error, InferenceServerException)
     text = str(error)
-    for code, words in (("NOT_FOUND", "not found"), ("UNAVAILABLE", "not ready")):
-        if words in text:
+    for code, words in (
+        ("NOT_FOUND", ("is not found",)),
+        ("UNAVAILABLE", ("not at ready state", "no available versions")),
+    ):
+        if any(w in text for w in words):
             return code
     return "INVALID_ARGUMENT"
 

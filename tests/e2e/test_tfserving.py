@@ -293,3 +293,27 @@ def test_v2_clients_reach_the_savedmodel(server: ServerProcess, in_process: Any)
     ginp = tg.InferInput(MLP_INPUT, [4, 16], "FP32")
     ginp.set_data_from_numpy(x)
     np.testing.assert_allclose(grpc_client.infer("keras_mlp", [ginp]).as_numpy(MLP_OUTPUT), want, rtol=1e-6)
+
+
+def test_a_model_that_cannot_be_found_is_worded_as_tf_serving_does(
+    server: ServerProcess, channel: grpc.Channel
+) -> None:
+    """TF Serving's text on its front ends; V2 keeps Triton's text for the same lookup."""
+    body = {"instances": [[0.0] * 16]}
+    for path, text in (
+        ("/v1/models/nope:predict", "Servable not found for request: Latest(nope)"),
+        ("/v1/models/keras_mlp/versions/7:predict", "Servable not found for request: Specific(keras_mlp, 7)"),
+    ):
+        resp = httpx.post(_url(server, path), json=body, timeout=30)
+        assert resp.status_code == 404 and resp.json() == {"error": text}
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "nope"
+    request.inputs[MLP_INPUT].CopyFrom(tf.make_tensor_proto(random_pixels(1)))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(request, timeout=60)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.details() == "Servable not found for request: Latest(nope)"
+    v2_input = {"name": MLP_INPUT, "datatype": "FP32", "shape": [1, 16], "data": [0.0] * 16}
+    v2 = httpx.post(_url(server, "/v2/models/nope/infer"), json={"inputs": [v2_input]}, timeout=30)
+    assert v2.json()["error"] == "Request for unknown model: 'nope' is not found"

@@ -125,10 +125,27 @@ def test_symlinks_inside_the_root_are_followed(root: Path) -> None:
 
 def test_config_and_file_reads(root: Path) -> None:
     store = LocalStore(root)
-    config = ModelConfig.parse(store.read_config("affine"))
+    config = ModelConfig.from_file(store.read_config("affine"), "affine")
     assert config.version_policy.all
     assert store.read_config("tf") is None
+    # Triton's config.pbtxt is read where there is no config.yaml; config.yaml wins where both exist
+    (root / "affine" / "config.pbtxt").write_text("max_batch_size: 4\n")
+    found = store.read_config("affine")
+    assert found is not None and found.name == "config.yaml"
+    (root / "triton" / "1").mkdir(parents=True)
+    (root / "triton" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nversion_policy: { all {} }\n')
+    found = store.read_config("triton")
+    assert found is not None and found.name == "config.pbtxt"
+    config = ModelConfig.from_file(found, "triton")
+    assert config.runtime == "onnx" and config.version_policy.all
     (root / "affine" / "golden").mkdir()
     (root / "affine" / "golden" / "0.npz").write_bytes(b"sample")
     assert store.read_file("affine", "golden/0.npz") == b"sample"
     assert store.read_file("affine", "golden/1.npz") is None
+
+
+def test_only_ascii_digits_name_a_version() -> None:
+    from model_store.base import parse_version
+
+    assert parse_version("0012") == 12
+    assert parse_version("\u00b3") is None and parse_version("\u0663") is None  # digits to str.isdigit(), not int()

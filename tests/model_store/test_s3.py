@@ -49,10 +49,18 @@ def test_lists_models_versions_config_and_files(
     assert store.list_models() == ["affine", "other"]
     assert store.list_versions("affine") == [1, 2, 10]
     assert store.list_versions("other") == [3]
-    config = ModelConfig.parse(store.read_config("affine"))
+    config = ModelConfig.from_file(store.read_config("affine"), "affine")
     assert config.version_policy.select(store.list_versions("affine")) == [2, 10]
     assert config.labels == {"team": "vision"}
     assert store.read_config("other") is None
+    # Triton's config.pbtxt is found where there is no config.yaml
+    s3_env.put(
+        f"{s3_prefix}/other/config.pbtxt", b'backend: "onnxruntime"\nversion_policy: { specific { versions: [3] } }\n'
+    )
+    found = store.read_config("other")
+    assert found is not None and found.name == "config.pbtxt"
+    config = ModelConfig.from_file(found, "other")
+    assert config.runtime == "onnx" and config.version_policy.select(store.list_versions("other")) == [3]
     assert store.read_file("affine", "golden/0.npz") == b"npz-bytes"
     assert store.read_file("affine", "golden/1.npz") is None
 

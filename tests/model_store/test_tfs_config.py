@@ -16,6 +16,10 @@ from tests.model_store.conftest import OnnxModel
 from tests.model_store.s3server import S3Server
 
 
+def _config(store: TfsConfigStore, model: str) -> ModelConfig:
+    return ModelConfig.from_file(store.read_config(model), model)
+
+
 def entry(name: str, base_path: Path | str, extra: str = "") -> str:
     return f'config {{ name: "{name}" base_path: "{base_path}" {extra} }}\n'
 
@@ -51,12 +55,12 @@ def test_entries_become_models_with_their_policy_labels_and_runtime(tmp_path: Pa
     assert store.list_models() == ["k", "m", "n"]
     assert store.list_versions("m") == [1, 2, 3]
     assert store.list_versions("n") == [7]
-    m = ModelConfig.parse(store.read_config("m"))
+    m = _config(store, "m")
     assert m.runtime == "onnx"
     assert m.version_policy.select([1, 2, 3]) == [1, 3]
     assert m.version_labels == {"canary": 3, "stable": 1}
-    assert ModelConfig.parse(store.read_config("n")).version_policy.select([1, 7]) == [1, 7]
-    assert ModelConfig.parse(store.read_config("k")).version_policy.select([1, 2, 3]) == [2, 3]
+    assert _config(store, "n").version_policy.select([1, 7]) == [1, 7]
+    assert _config(store, "k").version_policy.select([1, 2, 3]) == [2, 3]
     fetched = store.fetch("n", 7)
     assert fetched == base_paths["b"] / "7" and (fetched / "model.onnx").is_file()
     store.release("n", 7, fetched)
@@ -94,11 +98,28 @@ def test_config_yaml_in_a_base_path_is_kept_under_the_files_fields(tmp_path: Pat
         entry("keeps", base_paths["a"]),
     )
     store = TfsConfigStore(path)
-    m = ModelConfig.parse(store.read_config("m"))
+    m = _config(store, "m")
     assert (m.instances, m.sla.p99_ms) == (3, 9)
     assert m.version_policy.specific == [2] and m.version_labels == {"x": 2}  # replaced, not merged
-    kept = ModelConfig.parse(store.read_config("keeps"))
+    kept = _config(store, "keeps")
     assert kept.version_policy.all and kept.version_labels == {"old": 1}
+
+
+def test_a_triton_config_pbtxt_in_a_base_path_is_kept_under_the_files_fields(tmp_path: Path, base_paths: dict) -> None:
+    (base_paths["a"] / "config.pbtxt").write_text(
+        'platform: "onnxruntime_onnx"\ninstance_group [{ count: 3 kind: KIND_CPU }]\nversion_policy: { all: {} }\n'
+    )
+    path = config_file(
+        tmp_path / "models.config",
+        entry(
+            "m",
+            base_paths["a"],
+            'model_version_policy { specific { versions: 2 } } version_labels { key: "x" value: 2 }',
+        ),
+    )
+    m = _config(TfsConfigStore(path), "m")
+    assert (m.runtime, m.instances) == ("onnx", 3)
+    assert m.version_policy.specific == [2] and m.version_labels == {"x": 2}
 
 
 @pytest.mark.parametrize(
@@ -156,7 +177,7 @@ def test_rewrites_apply_when_due_and_invalid_ones_keep_the_last_good(tmp_path: P
     config_file(path, entry("n", base_paths["b"], 'version_labels { key: "stable" value: 7 }'))
     assert store.reload(force=True) is True and store.reload_error == ""
     assert store.list_models() == ["n"]
-    assert ModelConfig.parse(store.read_config("n")).version_labels == {"stable": 7}
+    assert _config(store, "n").version_labels == {"stable": 7}
 
 
 def test_poll_wait_zero_reads_the_file_once(tmp_path: Path, base_paths: dict) -> None:
@@ -191,4 +212,4 @@ def test_s3_base_paths(
     assert (fetched / "model.onnx").read_bytes() == (onnx_model.folder / "model.onnx").read_bytes()
     assert tmp_path / "cache" in fetched.parents
     store.release("r", 5, fetched)
-    assert ModelConfig.parse(store.read_config("r")).version_labels == {"stable": 5}
+    assert _config(store, "r").version_labels == {"stable": 5}

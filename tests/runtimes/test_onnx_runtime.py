@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runtimes import RuntimeInputError, RuntimeLoadError, TensorSpec, runtime_class
+from runtimes import RuntimeInputError, RuntimeLoadError, TensorSpec, detect_format, runtime_class
 from runtimes.onnx_runtime import OnnxRuntime
 from tests.onnx_models import dense_weights
 
@@ -172,3 +172,31 @@ def test_unloaded_runtime_refuses_to_answer(onnx_models: Path, tmp_path: Path) -
     runtime.unload()
     with pytest.raises(RuntimeLoadError, match="not loaded"):
         runtime.infer({"x": np.zeros((1, 16), np.float32)})
+
+
+def test_the_artefact_file_name_is_an_option(onnx_models: Path, tmp_path: Path) -> None:
+    shutil.copy(onnx_models / "dense" / "model.onnx", tmp_path / "net.onnx")
+    runtime = loaded(tmp_path, filename="net.onnx")
+    assert runtime.artifact == "net.onnx" and OnnxRuntime.artifact == "model.onnx"
+    assert runtime.signature().inputs == (TensorSpec("x", "FP32", (-1, 16)),)
+    assert detect_format(tmp_path, "net.onnx") == "onnx"
+    with pytest.raises(RuntimeLoadError, match=r"model\.onnx does not exist"):
+        loaded(tmp_path)
+    for bad in ("../dense/model.onnx", "/etc/passwd", ".."):
+        with pytest.raises(RuntimeLoadError, match="must be a plain file or folder name"):
+            loaded(tmp_path, filename=bad)
+
+
+def test_declared_tensors_pin_free_dims_and_must_match_the_model(onnx_models: Path) -> None:
+    runtime = loaded(onnx_models / "unknown_dims", inputs=[{"name": "a", "datatype": "INT64", "shape": [-1, 5, 2]}])
+    assert runtime.signature().inputs == (TensorSpec("a", "INT64", (-1, 5, 2)),)
+    assert runtime.signature().outputs == (TensorSpec("b", "INT64", (-1, -1, 2)),)
+    cases = [
+        ({"inputs": [{"name": "z", "datatype": "FP32", "shape": [-1, 16]}]}, "declared input 'z' is not one of"),
+        ({"inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 16]}]}, "declared FP64 but the model's is FP32"),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [16]}]}, "rank 1"),
+        ({"outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 5]}]}, "dim 1 is declared 5 but the model"),
+    ]
+    for options, words in cases:
+        with pytest.raises(RuntimeLoadError, match=words):
+            loaded(onnx_models / "dense", **options)

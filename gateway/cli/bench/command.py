@@ -360,7 +360,7 @@ def _source_variants_in_store(store_uri: str, source: str) -> list[str]:
     found: list[str] = []
     for name in store.list_models():
         try:
-            config = ModelConfig.parse(store.read_config(name), where=f"{name}/config.yaml")
+            config = ModelConfig.from_file(store.read_config(name), name)
         except ConfigError:
             continue
         if config.source.get("model") == source:

@@ -171,7 +171,7 @@ def test_load_api_errors(store: StoreFolder) -> None:
 
     async def scenario() -> None:
         async with Testbed(store, sync=False) as bed:
-            with pytest.raises(ModelNotFound, match="'ghost' is not in the store"):
+            with pytest.raises(ModelNotFound, match="failed to load 'ghost': it is not in the store"):
                 await bed.dataplane.load("ghost")
             with pytest.raises(InvalidInput, match="marked to fail"):
                 await bed.dataplane.load("bad")

@@ -39,7 +39,7 @@ def test_version_policy_selects_the_served_versions(store: StoreFolder, policy: 
                 assert bed.router.resolve("m", str(version)).version == version
                 assert bed.router.resolve("m", version).version == version
             for version in {1, 2, 3} - set(expected):
-                with pytest.raises(ModelNotFound, match=f"no version {version}"):
+                with pytest.raises(ModelNotFound, match=f"version {version} is not found"):
                     bed.router.resolve("m", str(version))
 
     asyncio.run(scenario())
@@ -67,7 +67,7 @@ def test_label_to_a_version_not_served_is_not_found(store: StoreFolder) -> None:
 
     async def scenario() -> None:
         async with Testbed(store) as bed:
-            with pytest.raises(ModelNotFound, match="no version 1"):
+            with pytest.raises(ModelNotFound, match="version 1 is not found"):
                 bed.router.resolve("m", label="old")
 
     asyncio.run(scenario())
@@ -95,16 +95,24 @@ def test_unknown_model_is_not_found_and_failed_model_is_not_ready(store: StoreFo
 
     async def scenario() -> None:
         async with Testbed(store) as bed:
-            with pytest.raises(ModelNotFound, match="'nope' is not found"):
+            with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'nope' is not found$"):
                 bed.router.resolve("nope")
-            with pytest.raises(ModelNotReady, match="marked to fail") as latest:
+            with pytest.raises(
+                ModelNotReady, match=r"^Request for unknown model: 'bad' has no available versions"
+            ) as latest:
                 bed.router.resolve("bad")
+            assert "marked to fail" in str(latest.value)
             assert latest.value.http_status == 503
-            with pytest.raises(ModelNotReady, match="version 1 is UNAVAILABLE"):
+            with pytest.raises(
+                ModelNotReady,
+                match=r"^Request for unknown model: 'bad' version 1 is not at ready state \(UNAVAILABLE\)",
+            ):
                 bed.router.resolve("bad", "1")
-            with pytest.raises(ModelNotFound):
+            with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'bad' version 2 is not found$"):
                 bed.router.resolve("bad", "2")
             assert bed.router.resolve("good").version == 1
+            with pytest.raises(ModelNotFound, match="versions are integers"):
+                bed.router.resolve("good", "\u00b3")  # a digit to str.isdigit(), not to int()
 
     asyncio.run(scenario())
 
