@@ -61,6 +61,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     sec.add_argument("--exit-on-error", action="store_true", default=None, help="exit 1 if a model fails at startup")
     sec.add_argument("--allow-pickle", action="store_true", default=None, help="load torch archives with pickled parts")
+    sec.add_argument(
+        "--allow-client-shm", action=argparse.BooleanOptionalAction, default=None,
+        help="let clients register system shared memory regions (Triton's extension; off by default)",
+    )  # fmt: skip
     sec.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 30)")
     sec.add_argument("--header-timeout", type=float, help="seconds a request head may take to arrive (default 10)")
 
