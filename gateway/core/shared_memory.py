@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from gateway.core.errors import AlreadyExists, GatewayError, InvalidInput, RegionNotFound, Unsupported
+from gateway.core.errors import (
+    AlreadyExists,
+    GatewayError,
+    InvalidInput,
+    PermissionDenied,
+    RegionNotFound,
+    Unsupported,
+)
 from gateway.core.raw import from_raw, to_raw
 from gateway.core.types import DATATYPES, InferRequest, InferResponse, Tensor, element_count
 
@@ -165,7 +172,7 @@ class SharedMemoryRegistry:
     # -- control -------------------------------------------------------------------------------------------------
     def register(self, name: str, key: Any, offset: Any, byte_size: Any) -> None:
         if not self.enabled:
-            raise Unsupported(DISABLED)
+            raise PermissionDenied(DISABLED)
         region_name(name)
         what = f"shared memory region {name!r}"
         offset = _count(offset, "offset", what)
@@ -213,7 +220,7 @@ class SharedMemoryRegistry:
         """Unregister ``name`` (every region when empty); an unknown name is not an error (as in Triton). A region
         in use by a request is closed when that request is done."""
         if not self.enabled:
-            raise Unsupported(DISABLED)
+            raise PermissionDenied(DISABLED)
         names = list(self._regions) if not name else [name]
         for each in names:
             region = self._regions.pop(each, None)

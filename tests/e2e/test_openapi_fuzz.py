@@ -37,12 +37,15 @@ def test_no_operation_answers_a_server_error(server: ServerProcess) -> None:
     for result in api.get_all_operations():
         operation = result.ok()
         operations += 1
+        declared = set(operation.definition.raw.get("responses", {}))
 
         @given(case=operation.as_strategy())
         @settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck),
                   database=None)  # fmt: skip
-        def fuzz(case: Any) -> None:
-            response = case.call_and_validate(checks=[not_a_server_error])
+        def fuzz(case: Any, declared: set[str] = declared) -> None:
+            response = case.call()
+            if response.status_code != 501 or "501" not in declared:  # a documented 501 is an answer, not a crash
+                case.validate_response(response, checks=[not_a_server_error])
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
         try:

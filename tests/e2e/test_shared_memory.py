@@ -198,7 +198,8 @@ def _error(call: Callable[[], Any]) -> tuple[str, str]:
 
 def _both(shm_server: ServerProcess) -> list[tuple[Any, Any, dict[str, str]]]:
     """(client module, client, code names as each client reports them)."""
-    codes = {"INVALID_ARGUMENT": "400", "NOT_FOUND": "404", "ALREADY_EXISTS": "409", "UNIMPLEMENTED": "501"}
+    codes = {"INVALID_ARGUMENT": "400", "PERMISSION_DENIED": "403", "NOT_FOUND": "404", "ALREADY_EXISTS": "409",
+             "UNIMPLEMENTED": "501"}  # fmt: skip
     return [
         (httpclient, httpclient.InferenceServerClient(shm_server.http), codes),
         (grpcclient, grpcclient.InferenceServerClient(shm_server.grpc), {c: f"StatusCode.{c}" for c in codes}),
@@ -303,7 +304,7 @@ def test_disabled_unless_allowed(server: ServerProcess) -> None:
     """The session's server runs without --allow-client-shm."""
     for _module, client, code in _both(server):
         status, message = _error(lambda c=client: c.register_system_shared_memory("r", "/anything", 8))
-        assert status == code["UNIMPLEMENTED"] and "--allow-client-shm" in message
+        assert status == code["PERMISSION_DENIED"] and "--allow-client-shm" in message
         assert _status_list(client) == []
         client.close()
     assert "system_shared_memory" not in httpx.get(f"{server.http_url}/v2").json()["extensions"]
