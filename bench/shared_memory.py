@@ -14,6 +14,7 @@ median latency to the binary extension's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 order = MODES if r % 2 == 0 else tuple(reversed(MODES))
                 for case in cases:
                     for mode in order:
-                        seconds = window(lambda c=case, m=mode: c.call(m), args.window)
+                        seconds = window(functools.partial(case.call, mode), args.window)
                         times[(case.name, mode)].extend(seconds)
                         say(f"round {r + 1}/{args.rounds} {case.name} {mode}: {len(seconds)} requests, "
                             f"median {statistics.median(seconds) * 1e3:.2f} ms")  # fmt: skip
