@@ -185,7 +185,7 @@ def show(result: dict[str, Any]) -> None:
         table.add_row(row["case"], row["mode"], f"{row['bytes_in'] / 1e6:.2f}/{row['bytes_out'] / 1e6:.2f}",
                       str(row["requests"]), f"{row['median_ms']:.2f}", f"{row['req_per_s']:.1f}",
                       f"{row['vs_binary']:.2f}x")  # fmt: skip
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ over both protocols, CUDA shared memory refused clearly, and each request counte
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -327,3 +328,23 @@ def test_outcomes_are_counted_once(shm_server: ServerProcess, http: Any, regions
     inputs[0].set_shared_memory("input_data", SIZE * 2)  # wrong size
     _error(lambda: http.infer("two_io", inputs, outputs=_outputs(httpclient)))
     assert (count("OK") - ok, count("INVALID_ARGUMENT") - bad) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_perf_analyzer_with_shared_memory(shm_server: ServerProcess, tmp_path: Path, kind: str) -> None:
+    """Triton's perf_analyzer ``--shared-memory system`` (it unregisters every system and CUDA region first, then
+    registers its own and sends every tensor through them)."""
+    from tests.e2e.test_perf_analyzer import perf_analyzer
+
+    def ok() -> float:
+        labels = {"model": "dense", "version": "2", "protocol": "rest" if kind == "http" else "grpc", "code": "OK"}
+        return metric_value(shm_server, "tensorgate_requests_total", **labels) or 0.0
+
+    before = ok()
+    cmd = [str(perf_analyzer()), "-m", "dense", "-u", shm_server.http if kind == "http" else shm_server.grpc,
+           "-i", kind, "--shared-memory", "system", "--concurrency-range", "1:1", "--request-count", "50"]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    output = f"$ {' '.join(cmd)}\n{run.stdout}\n{run.stderr}"
+    assert run.returncode == 0 and "error" not in (run.stdout + run.stderr).lower(), output
+    assert "Successful request count: 50" in run.stdout, output
+    assert ok() - before >= 50
