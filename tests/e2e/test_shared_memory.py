@@ -32,7 +32,7 @@ SIZE = A.nbytes  # 32 bytes per tensor
 
 @pytest.fixture(scope="module")
 def shm_server(onnx_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = ["--poll-interval", "0", "--no-strict-readiness", "--allow-client-shm"]
+    args = ["--poll-interval", "0", "--no-strict-readiness", "--allow-client-shm=true"]  # Triton's spelling
     proc = ServerProcess(onnx_store, tmp_path_factory.mktemp("shm_server"), args).start()
     yield proc
     proc.stop()
