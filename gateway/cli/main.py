@@ -85,8 +85,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     sec.add_argument("--exit-on-error", action="store_true", default=None, help="exit 1 if a model fails at startup")
     sec.add_argument("--allow-pickle", action="store_true", default=None, help="load torch archives with pickled parts")
+    sec.add_argument(
+        "--allow-client-shm", nargs="?", const=True, type=_switch, default=None, metavar="true|false",
+        help="let clients register system shared memory regions (Triton's extension and flag; off by default)",
+    )  # fmt: skip
     sec.add_argument("--body-timeout", type=float, help="seconds a request body may take to arrive (default 30)")
     sec.add_argument("--header-timeout", type=float, help="seconds a request head may take to arrive (default 10)")
+
+
+def _switch(value: str) -> bool:
+    """A flag's value in Triton's spelling (``--allow-client-shm=true``) or bare (``--allow-client-shm``)."""
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -22,11 +22,14 @@ from gateway.core.errors import (
     InvalidInput,
     ModelNotFound,
     Overloaded,
+    RegionNotFound,
     ServerUnavailable,
+    Unsupported,
 )
 from gateway.core.exchange import ROUTE_KEY_PARAMETER, VARIANT_PARAMETER, Exchange, Origin, request_id
 from gateway.core.metadata import model_config, model_metadata
 from gateway.core.outcome import Outcomes
+from gateway.core.shared_memory import CUDA_UNSUPPORTED, Lease, SharedMemoryRegistry, wants_shared_memory
 from gateway.core.types import InferRequest, InferResponse, ModelMetadata, Tensor
 from gateway.core.validation import validate
 from gateway.execution.executor import Call
@@ -91,7 +94,9 @@ class DataPlane:
         *,
         access_log: AccessLog | None = None,
         tracing: Tracing | None = None,
+        shared_memory: SharedMemoryRegistry | None = None,
     ) -> None:
+        self.shared_memory = shared_memory or SharedMemoryRegistry(enabled=False)  # Triton's system shared memory
         self.access_log = access_log  # one line per request when set
         self.tracing = tracing  # a span per request when set (gateway.telemetry.tracing imports OpenTelemetry)
         self.models = models
@@ -124,10 +129,14 @@ class DataPlane:
         start = time.perf_counter() if received is None else received
         x = Exchange(self.router, protocol, name, version, start, origin)
         queue = compute = 0.0
+        lease: Lease | None = None
         try:
             if self.draining:
                 raise ServerUnavailable("server is shutting down")
             request = await decode(x)
+            if wants_shared_memory(request):
+                lease = self.shared_memory.lease()
+                await lease.read_inputs(request)
             if x.origin.request_id is None and request.id:
                 x.origin.request_id = request_id(request.id)
             if self.tracing is not None:
@@ -162,6 +171,8 @@ class DataPlane:
             if plan is not None:
                 response.parameters[VARIANT_PARAMETER] = model.name
                 plan.mirror(call, results)
+            if lease is not None and lease.writes:
+                await lease.write_outputs(response)
             apply_classification(response)
             encoded = encode(response)
         except GatewayError as exc:
@@ -174,6 +185,9 @@ class DataPlane:
             self.outcomes.failed(x, "INTERNAL", error.message)
             error.request_id = x.origin.request_id
             raise error from exc
+        finally:
+            if lease is not None:
+                lease.release()
         self.outcomes.ok(x, model, rows, queue, compute)
         return encoded
 
@@ -237,7 +251,10 @@ class DataPlane:
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": self.info.name, "version": self.info.version, "extensions": list(self.info.extensions)}
+        extensions = list(self.info.extensions)
+        if self.shared_memory.enabled and "system_shared_memory" not in extensions:
+            extensions.append("system_shared_memory")
+        return {"name": self.info.name, "version": self.info.version, "extensions": extensions}
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         meta = model_metadata(name, self.router.resolve(name, version), self.router.entry(name))
@@ -287,6 +304,28 @@ class DataPlane:
                 raise ModelNotFound.version(name, version)
             return [model.stats.to_json(name, version)]
         return [m.stats.to_json(name, str(m.version)) for m in entry.versions.values()]
+
+    # -- shared memory (Triton's extension; CUDA regions are refused) -------------------------------------------
+    def register_shared_memory(self, name: str, key: Any, offset: Any, byte_size: Any) -> None:
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def unregister_shared_memory(self, name: str = "") -> None:
+        self.shared_memory.unregister(name)
+
+    def shared_memory_status(self, name: str = "") -> list[dict[str, Any]]:
+        return self.shared_memory.status(name)
+
+    def register_cuda_shared_memory(self, name: str) -> None:
+        raise Unsupported(CUDA_UNSUPPORTED)
+
+    def cuda_shared_memory_status(self, name: str = "") -> list[dict[str, Any]]:
+        """No CUDA region can exist: all of them is none, a named one is not found."""
+        if name:
+            raise RegionNotFound(f"Unable to find cuda shared memory region: {name!r} ({CUDA_UNSUPPORTED})")
+        return []
+
+    def unregister_cuda_shared_memory(self, name: str = "") -> None:
+        """Nothing to unregister (perf_analyzer unregisters every region at startup; that must succeed)."""
 
     # -- repository --------------------------------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:

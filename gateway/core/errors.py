@@ -108,7 +108,7 @@ class DeadlineExceeded(GatewayError):
 
 
 class Unsupported(GatewayError):
-    """A protocol feature this server does not implement (e.g. shared memory)."""
+    """A protocol feature this server does not implement or has turned off (e.g. CUDA shared memory)."""
 
     http_status = 501
     code = "UNIMPLEMENTED"
@@ -117,6 +117,13 @@ class Unsupported(GatewayError):
 class AlreadyExists(GatewayError):
     http_status = 409
     code = "ALREADY_EXISTS"
+
+
+class RegionNotFound(GatewayError):
+    """No shared memory region registered under that name."""
+
+    http_status = 404
+    code = "NOT_FOUND"
 
 
 class Unauthenticated(GatewayError):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gateway.core.errors import InvalidInput
 from runtimes.datatype import NUMPY_DTYPES
+
+if TYPE_CHECKING:
+    from gateway.core.shared_memory import SharedInput
 
 BF16 = NUMPY_DTYPES["BF16"]
 
@@ -121,6 +124,7 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     signature: str | None = None
     deadline: float | None = None
+    shared_inputs: list[SharedInput] = field(default_factory=list)  # inputs in shared memory, read by the DataPlane
 
 
 @dataclass
@@ -132,6 +136,7 @@ class InferResponse:
     parameters: dict[str, Any] = field(default_factory=dict)
     requested: Mapping[str, RequestedOutput] = field(default_factory=dict)
     signature: str | None = None  # the signature that served it (TF Serving names it in responses)
+    shared_outputs: set[str] = field(default_factory=set)  # outputs written to shared memory: header only
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 
 from gateway.core.errors import InvalidInput
 from gateway.core.raw import from_raw, to_raw
+from gateway.core.shared_memory import REGION, SharedInput, shared_slice
 from gateway.core.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 from gateway.grpc.protos import service_pb2
 
@@ -46,30 +47,43 @@ def set_param(target: Any, value: Any) -> None:
 
 def decode_request(msg: Any, deadline: float | None) -> InferRequest:
     raw = msg.raw_input_contents
-    if raw and len(raw) != len(msg.inputs):
+    in_memory = sum(1 for inp in msg.inputs if REGION not in inp.parameters)  # shared-memory inputs have no raw entry
+    if raw and len(raw) != in_memory:
         raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries for {len(msg.inputs)} inputs; send all inputs raw or none"
+            f"raw_input_contents has {len(raw)} entries for {in_memory} inputs (not counting inputs in shared "
+            "memory); send all of them raw or none"
         )
     tensors: list[Tensor] = []
-    for i, inp in enumerate(msg.inputs):
+    shared: list[SharedInput] = []
+    next_raw = 0
+    for inp in msg.inputs:
         name, datatype, shape = inp.name, inp.datatype, list(inp.shape)
         if datatype not in DATATYPES:
             raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input {name!r}: shape {shape} has a negative dimension")
-        if "shared_memory_region" in inp.parameters:
-            raise InvalidInput(f"input {name!r}: shared memory is not supported by this server")
+        if REGION in inp.parameters:
+            if inp.HasField("contents"):
+                raise InvalidInput(f"input {name!r}: send either contents or shared_memory_region, not both")
+            params = {k: param_value(v) for k, v in inp.parameters.items()}
+            where = shared_slice(params, f"input {name!r}")
+            assert where is not None
+            shared.append(SharedInput(name, datatype, shape, where))
+            continue
         count = element_count(shape)
         if raw:
             if inp.HasField("contents"):
                 raise InvalidInput(f"input {name!r}: send either contents or raw_input_contents, not both")
-            array = from_raw(raw[i], name, datatype, shape)
+            array = from_raw(raw[next_raw], name, datatype, shape)
+            next_raw += 1
         else:
             array = _from_contents(inp.contents, name, datatype, shape, count)
         tensors.append(Tensor(name, array))
     outputs = None
     if msg.outputs:
         outputs = [RequestedOutput(o.name, {k: param_value(v) for k, v in o.parameters.items()}) for o in msg.outputs]
+        for out in outputs:
+            shared_slice(out.parameters, f"output {out.name!r}")  # complete and well-typed (the DataPlane reads it)
     params = {k: param_value(v) for k, v in msg.parameters.items()}
     request = InferRequest(
         model=msg.model_name,
@@ -79,6 +93,7 @@ def decode_request(msg: Any, deadline: float | None) -> InferRequest:
         outputs=outputs,
         parameters=params,
         deadline=deadline,
+        shared_inputs=shared,
     )
     timeout = params.get("timeout")
     if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0):
@@ -116,7 +131,8 @@ def encode_response(response: InferResponse) -> Any:
         out.name = tensor.name
         out.datatype = tensor.datatype
         out.shape.extend(tensor.data.shape)
-        msg.raw_output_contents.append(to_raw(tensor.data))
+        # an output in the client's shared memory keeps its (empty) place: clients index raw contents by output
+        msg.raw_output_contents.append(b"" if tensor.name in response.shared_outputs else to_raw(tensor.data))
     for key, value in response.parameters.items():
         set_param(msg.parameters[key], value)
     return msg

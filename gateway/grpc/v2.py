@@ -156,19 +156,40 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                     infer_response=service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id),
                 )
 
-    async def _unsupported(self, request: Any, context: Any) -> Any:
-        await abort(context, _SharedMemory())
+    @_errors
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        msg = service_pb2.SystemSharedMemoryStatusResponse()
+        for row in self.dp.shared_memory_status(request.name):
+            status = msg.regions[row["name"]]
+            status.name, status.key, status.offset, status.byte_size = (
+                row["name"], row["key"], row["offset"], row["byte_size"],
+            )  # fmt: skip
+        return msg
 
-    SystemSharedMemoryStatus = SystemSharedMemoryRegister = SystemSharedMemoryUnregister = _unsupported
-    CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _unsupported
+    @_errors
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self.dp.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        return service_pb2.SystemSharedMemoryRegisterResponse()
 
+    @_errors
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self.dp.unregister_shared_memory(request.name)
+        return service_pb2.SystemSharedMemoryUnregisterResponse()
 
-class _SharedMemory(GatewayError):
-    http_status = 501
-    code = "UNIMPLEMENTED"
+    @_errors
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        self.dp.cuda_shared_memory_status(request.name)
+        return service_pb2.CudaSharedMemoryStatusResponse()
 
-    def __init__(self) -> None:
-        super().__init__("shared memory is not supported by this server")
+    @_errors
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self.dp.register_cuda_shared_memory(request.name)
+        return service_pb2.CudaSharedMemoryRegisterResponse()
+
+    @_errors
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self.dp.unregister_cuda_shared_memory(request.name)
+        return service_pb2.CudaSharedMemoryUnregisterResponse()
 
 
 __all__ = ["InferenceServicer", "ModelNotReady"]

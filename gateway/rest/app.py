@@ -14,7 +14,7 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError
 from gateway.core.tfserving import error_message
 from gateway.rest import metrics as metrics_routes
-from gateway.rest import openapi, tfserving, v2
+from gateway.rest import openapi, shared_memory, tfserving, v2
 from gateway.rest.auth import ASGIApp, AuthApp
 from gateway.rest.fastpath import InferApp
 from gateway.rest.responses import error_response
@@ -33,6 +33,7 @@ def create_routes(dataplane: DataPlane, settings: Settings) -> FastAPI:
     app.state.dataplane = dataplane
     app.state.settings = settings
     app.include_router(v2.router)
+    app.include_router(shared_memory.router)
     app.include_router(tfserving.router)
     app.include_router(metrics_routes.router)
     spec = orjson.dumps(openapi.document(dataplane.info.version))

@@ -29,6 +29,8 @@ def route_group(method: str, path: str) -> str:
         return "metrics"
     if path.startswith("/v2/repository/models/") and path.endswith(("/load", "/unload")):
         return "admin"
+    if method == "POST" and path.startswith(("/v2/systemsharedmemory/", "/v2/cudasharedmemory/")):
+        return "admin"  # registering a region lets the server read and write that memory
     infer = path.startswith("/v1/models/") or (path.startswith("/v2/models/") and path.endswith("/infer"))
     if method == "POST" and infer:
         return "infer"

@@ -16,6 +16,7 @@ import orjson
 
 from gateway.core.errors import InvalidInput, PayloadTooLarge
 from gateway.core.raw import from_raw, to_raw
+from gateway.core.shared_memory import SharedInput, shared_slice
 from gateway.core.types import DATATYPES, InferRequest, InferResponse, RequestedOutput, Tensor, element_count
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -98,6 +99,7 @@ def decode_request(
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
     offset = 0
     tensors: list[Tensor] = []
+    shared: list[SharedInput] = []
     for i, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
             raise InvalidInput(f"inputs[{i}] must be an object with name, datatype, shape and data")
@@ -105,9 +107,16 @@ def decode_request(
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
             raise InvalidInput(f"input {name!r}: 'parameters' must be an object")
-        if "shared_memory_region" in params:
-            raise InvalidInput(f"input {name!r}: shared memory is not supported by this server")
+        where = shared_slice(params, f"input {name!r}")
         size = params.get("binary_data_size")
+        if where is not None:
+            if "data" in item or size is not None:
+                raise InvalidInput(
+                    f"input {name!r}: give exactly one of 'data', parameters.binary_data_size and "
+                    "parameters.shared_memory_region"
+                )
+            shared.append(SharedInput(name, datatype, shape, where))
+            continue
         if size is not None:
             if not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
@@ -140,8 +149,7 @@ def decode_request(
             oparams = out.get("parameters") or {}
             if not isinstance(oparams, dict):
                 raise InvalidInput(f"output {out['name']!r}: 'parameters' must be an object")
-            if "shared_memory_region" in oparams:
-                raise InvalidInput(f"output {out['name']!r}: shared memory is not supported by this server")
+            shared_slice(oparams, f"output {out['name']!r}")  # complete and well-typed (the DataPlane reads it)
             outputs.append(RequestedOutput(out["name"], oparams))
     request_id = doc.get("id")
     request = InferRequest(
@@ -151,6 +159,7 @@ def decode_request(
         inputs=tensors,
         outputs=outputs,
         parameters=params,
+        shared_inputs=shared,
     )
     timeout = params.get("timeout")
     if timeout is not None:
@@ -246,6 +255,9 @@ def encode_response(response: InferResponse, binary_default: bool) -> tuple[byte
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for tensor in response.outputs:
+        if tensor.name in response.shared_outputs:  # in the client's shared memory: the header only, as Triton
+            outputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape})
+            continue
         req = response.requested.get(tensor.name)
         binary = binary_default
         if req is not None and "binary_data" in req.parameters:

@@ -14,10 +14,11 @@ Doc = dict[str, Any]
 ERROR_TEXT = {
     400: "Bad input: the message names the field",
     401: "No API key, or one the server does not know",
-    403: "The API key lacks the scope or the model, or the call is refused (repository control)",
+    403: "The API key lacks the scope or the model, or the call is refused (repository control, shared memory)",
     404: "No such model, version or label",
     405: "Method not allowed (see the Allow header)",
     408: "The request body did not arrive in time",
+    409: "Already exists (a shared memory region of that name)",
     413: "The request body (or its decompressed form) exceeds the limit",
     429: "The model's queue is full, or the API key's rate limit is used up",
     501: "Not implemented by this server",
@@ -125,6 +126,38 @@ def _v2_paths() -> Doc:
     }
 
 
+def _shared_memory_paths() -> Doc:
+    """Triton's shared-memory extension: system regions (with --allow-client-shm), CUDA regions refused."""
+    region = _param("region", example="input_data")
+    status_ok = {"type": "array", "items": {"$ref": "#/components/schemas/SharedMemoryRegion"}}
+    register_body = {
+        "type": "object",
+        "required": ["key", "byte_size"],
+        "properties": {
+            "key": {"type": "string", "example": "/input_simple"},
+            "offset": {"type": "integer", "minimum": 0},
+            "byte_size": {"type": "integer", "minimum": 1},
+        },
+    }
+    paths: Doc = {}
+    for kind, title in (("system", "System"), ("cuda", "CUDA")):
+        base = f"/v2/{kind}sharedmemory"
+        tag = "V2 shared memory"
+        status = _op(f"{title} shared memory regions", tag, _responses(status_ok, 404), [])
+        unregister = _op(f"Unregister every {title} shared memory region (admin key)", tag, _responses(_OBJECT), [])
+        paths[f"{base}/status"] = {"get": status}
+        paths[f"{base}/region/{{region}}/status"] = {"get": {**status, "parameters": [region]}}
+        paths[f"{base}/unregister"] = {"post": unregister}
+        paths[f"{base}/region/{{region}}/unregister"] = {"post": {**unregister, "parameters": [region]}}
+        body = register_body if kind == "system" else _OBJECT
+        errors = (400, 409, 501) if kind == "cuda" else (400, 409)
+        register = _op(
+            f"Register a {title} shared memory region (admin key)", tag, _responses(_OBJECT, *errors), [region], body
+        )
+        paths[f"{base}/region/{{region}}/register"] = {"post": register}
+    return paths
+
+
 def _tfs_paths() -> Doc:
     out: Doc = {}
     targets = {"": [MODEL], "/versions/{version}": [MODEL, VERSION], "/labels/{label}": [MODEL, LABEL]}
@@ -171,6 +204,15 @@ def _schemas() -> Doc:
     }
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "SharedMemoryRegion": {
+            "type": "object",
+            "properties": {
+                "name": _STRING,
+                "key": _STRING,
+                "offset": {"type": "integer"},
+                "byte_size": {"type": "integer"},
+            },
+        },
         "InferRequest": {
             "type": "object",
             "required": ["inputs"],
@@ -231,7 +273,7 @@ def _schemas() -> Doc:
 
 
 def document(version: str) -> Doc:
-    paths = {**_v2_paths(), **_tfs_paths()}
+    paths = {**_v2_paths(), **_shared_memory_paths(), **_tfs_paths()}
     paths["/metrics"] = {
         "get": {
             "summary": "Prometheus metrics",

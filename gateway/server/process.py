@@ -22,6 +22,7 @@ import uvicorn
 from gateway import __version__
 from gateway.core.auth import Guard, KeyRing, ModelAccessRouter, RestrictedControl
 from gateway.core.dataplane import DataPlane, ServerInfo
+from gateway.core.shared_memory import SharedMemoryRegistry
 from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
@@ -70,6 +71,7 @@ class Server:
         self.dataplane = DataPlane(
             self.host, router, self.metrics, control, ServerInfo(name=settings.server_name, version=__version__),
             access_log=self.access_log, tracing=self.tracing,
+            shared_memory=SharedMemoryRegistry(settings.allow_client_shm, settings.max_request_bytes),
         )  # fmt: skip
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
@@ -213,6 +215,7 @@ class Server:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.host.close()
+        self.dataplane.shared_memory.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)
         if self.access_log is not None:

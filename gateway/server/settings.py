@@ -54,5 +54,6 @@ class Settings(BaseSettings):
     strict_readiness: bool = True  # ready only when every version the store and policies want is READY
     exit_on_error: bool = False  # exit non-zero when a model fails to load at startup
     allow_pickle: bool = False  # load torch.export archives whose weights are pickled (runs code from the store)
+    allow_client_shm: bool = False  # Triton's system shared memory: clients may register /dev/shm objects
     body_timeout: float = Field(default=30.0, gt=0)  # seconds a request body may take to arrive (408 beyond)
     header_timeout: float = Field(default=10.0, gt=0)  # seconds a request head may take (connection closed beyond)

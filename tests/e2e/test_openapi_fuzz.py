@@ -37,12 +37,16 @@ def test_no_operation_answers_a_server_error(server: ServerProcess) -> None:
     for result in api.get_all_operations():
         operation = result.ok()
         operations += 1
+        declared = set(operation.definition.raw.get("responses", {}))
 
         @given(case=operation.as_strategy())
         @settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck),
                   database=None)  # fmt: skip
         def fuzz(case: Any) -> None:
-            response = case.call_and_validate(checks=[not_a_server_error])
+            response = case.call()
+            # a documented 501 is an answer, not a crash (fuzz runs within this iteration: ``declared`` is its own)
+            if response.status_code != 501 or "501" not in declared:  # noqa: B023
+                case.validate_response(response, checks=[not_a_server_error])
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
         try:

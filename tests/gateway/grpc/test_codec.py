@@ -222,3 +222,36 @@ def test_bytes_length_prefixes_round_trip() -> None:
 def test_non_contiguous_outputs_are_packed_row_major() -> None:
     array = np.arange(6, dtype=np.int32).reshape(2, 3).T
     assert np.frombuffer(pack(array), dtype=np.int32).tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def _shared(tensor: Any, region: str, byte_size: int, offset: int = 0) -> None:
+    tensor.parameters["shared_memory_region"].string_param = region
+    tensor.parameters["shared_memory_byte_size"].int64_param = byte_size
+    if offset:
+        tensor.parameters["shared_memory_offset"].int64_param = offset
+
+
+def test_shared_memory_inputs_take_no_raw_entry() -> None:
+    msg = service_pb2.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="a", datatype="FP32", shape=[2])
+    _shared(msg.inputs[0], "r", 8, offset=4)
+    msg.inputs.add(name="b", datatype="FP32", shape=[2])
+    msg.raw_input_contents.append(np.array([1, 2], np.float32).tobytes())  # b's: the only raw entry
+    msg.outputs.add(name="y")
+    _shared(msg.outputs[0], "out", 8)
+    request = decode_request(msg, None)
+    [shared] = request.shared_inputs
+    assert (shared.name, shared.where.region, shared.where.offset, shared.where.byte_size) == ("a", "r", 4, 8)
+    np.testing.assert_array_equal(request.inputs[0].data, [1, 2])
+    assert request.outputs is not None and request.outputs[0].parameters["shared_memory_region"] == "out"
+    msg.raw_input_contents.append(b"\0" * 8)  # one per input, shared ones included: one too many
+    with pytest.raises(InvalidInput, match="not counting inputs in shared memory"):
+        decode_request(msg, None)
+
+
+def test_shared_memory_output_keeps_an_empty_raw_entry() -> None:
+    response = InferResponse("m", "1", [Tensor("y", np.ones(2, np.float32)), Tensor("z", np.ones(2, np.float32))])
+    response.shared_outputs.add("y")
+    msg = encode_response(response)
+    assert [o.name for o in msg.outputs] == ["y", "z"] and list(msg.outputs[0].shape) == [2]
+    assert [len(raw) for raw in msg.raw_output_contents] == [0, 8]

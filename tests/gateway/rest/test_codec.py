@@ -142,9 +142,29 @@ def test_body_must_be_an_object(payload: bytes) -> None:
         decode_request(payload, None, "m", None)
 
 
-def test_shared_memory_is_refused() -> None:
-    item = {"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"shared_memory_region": "r"}}
-    with pytest.raises(InvalidInput, match="shared memory"):
+def test_shared_memory_input_is_left_to_the_dataplane() -> None:
+    params = {"shared_memory_region": "r", "shared_memory_byte_size": 8, "shared_memory_offset": 4}
+    item = {"name": "x", "datatype": "FP32", "shape": [2], "parameters": params}
+    req = decode_request(body({"inputs": [item]}), None, "m", None)
+    assert req.inputs == []
+    [shared] = req.shared_inputs
+    assert (shared.name, shared.datatype, shared.shape) == ("x", "FP32", [2])
+    assert (shared.where.region, shared.where.offset, shared.where.byte_size) == ("r", 4, 8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "params", "message"),
+    [
+        ({}, {"shared_memory_region": "r"}, "needs shared_memory_byte_size"),
+        ({"data": [1.0]}, {"shared_memory_region": "r", "shared_memory_byte_size": 4}, "exactly one of"),
+        ({}, {"shared_memory_region": "r", "shared_memory_byte_size": -1}, "non-negative integer"),
+        ({}, {"shared_memory_region": 7, "shared_memory_byte_size": 4}, "non-empty string"),
+        ({"data": [1.0]}, {"shared_memory_byte_size": 4}, "without shared_memory_region"),
+    ],
+)
+def test_shared_memory_parameters_are_checked(extra: dict, params: dict, message: str) -> None:
+    item = {"name": "x", "datatype": "FP32", "shape": [1], "parameters": params, **extra}
+    with pytest.raises(InvalidInput, match=message):
         decode_request(body({"inputs": [item]}), None, "m", None)
 
 
