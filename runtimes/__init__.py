@@ -58,8 +58,16 @@ def pt2_kind(path: Path) -> str:
     raise RuntimeLoadError(f"{path} is neither an AOTInductor package nor a torch.export archive")
 
 
-def detect_format(version_dir: Path) -> str:
-    """Which runtime serves the artefact in ``version_dir`` (model.onnx, SavedModel, model.pt2)."""
+def detect_format(version_dir: Path, filename: object = None) -> str:
+    """Which runtime serves the artefact in ``version_dir`` (model.onnx, SavedModel, model.pt2, or the ``.pt2``
+    file that ``filename`` names)."""
+    if (
+        isinstance(filename, str)
+        and filename.endswith(".pt2")
+        and "/" not in filename
+        and (version_dir / filename).is_file()
+    ):
+        return pt2_kind(version_dir / filename)
     if (version_dir / "model.onnx").is_file():
         return "onnx"
     if (version_dir / "saved_model.pb").is_file() or (version_dir / "saved_model.pbtxt").is_file():

@@ -150,7 +150,7 @@ class ModelHost:
     ) -> ModelVersion:
         path = self.store.fetch(name, version)
         try:
-            fmt = config.runtime or detect_format(path)
+            fmt = config.runtime or detect_format(path, config.options.get("filename"))
             detected.append(fmt)
             return self.assembler.assemble(name, version, config, fingerprint, path, fmt)
         except BaseException:
