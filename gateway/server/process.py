@@ -50,7 +50,13 @@ class Server:
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
         self.store = open_store(settings.store, **options)
-        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
+        assembler = Assembler(
+            runtime_class,
+            self.metrics,
+            Warmer(self.store).warm,
+            allow_pickle=settings.allow_pickle,
+            idle_thread_s=settings.idle_thread_s,
+        )
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
