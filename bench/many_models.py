@@ -8,6 +8,8 @@ thread count (``/proc/<pid>/status``, ``/proc/<pid>/task``) once idle, the same 
 ``--poll-interval`` seconds, as CPU seconds per minute (``/proc/<pid>/stat`` over ``--window`` seconds).
 
     .venv/bin/python bench/many_models.py --models 200,1000
+    # before/after in one run: the server from each checkout in turn, per model count
+    .venv/bin/python bench/many_models.py --models 200,1000 --checkouts /path/to/main,.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def touch_all(url: str, names: list[str]) -> None:
             reply.raise_for_status()
 
 
-def measure(count: int, args: argparse.Namespace) -> dict[str, float]:
+def measure(count: int, args: argparse.Namespace, checkout: str | None) -> dict[str, float]:
+    if checkout is not None:  # the server runs that checkout's code (python -m gateway looks in its cwd first)
+        os.environ["PYTHONPATH"] = str(Path(checkout).resolve())
+        os.chdir(checkout)
     with tempfile.TemporaryDirectory(prefix="many-models-") as tmp:
         names = build_store(Path(tmp), count, args.config)
         server = GatewayProcess(
@@ -101,22 +106,27 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0, help="store poll interval, s (default 5)")
     parser.add_argument("--window", type=float, default=30.0, help="idle CPU window, s (default 30)")
     parser.add_argument("--settle", type=float, default=3.0, help="wait after ready before measuring, s (default 3)")
-    parser.add_argument("--idle-wait", type=float, default=15.0, help="wait after the requests, s (default 15)")
+    parser.add_argument("--idle-wait", type=float, default=35.0, help="wait after the requests, s (default 35)")
     parser.add_argument("--config", default="sla: {p99_ms: 20}\n", help="every model's config.yaml")
+    parser.add_argument("--checkouts", help="comma-separated source checkouts to serve from, alternating")
     parser.add_argument("--server-arg", dest="server_args", action="append", default=[], help="extra serve flag")
     args = parser.parse_args()
+    checkouts: list[str | None] = list(args.checkouts.split(",")) if args.checkouts else [None]
+    checkouts = [str(Path(c).resolve()) if c else None for c in checkouts]
     header = (
-        f"{'models':>7} {'ready s':>8} {'RSS MB':>7} {'threads':>8} {'poll CPU s/min':>15} "
+        f"{'checkout':<28} {'models':>7} {'ready s':>8} {'RSS MB':>7} {'threads':>8} {'poll CPU s/min':>15} "
         f"{'threads used':>13} {'RSS used MB':>12} {'threads idle':>13}"
     )
     print(header)
     for count in (int(c) for c in args.models.split(",")):
-        r = measure(count, args)
-        print(
-            f"{count:>7} {r['ready_s']:>8.1f} {r['rss_mb']:>7.0f} {r['threads']:>8} {r['poll_cpu_s_per_min']:>15.2f} "
-            f"{r['threads_after_use']:>13} {r['rss_after_use_mb']:>12.0f} {r['threads_idle_again']:>13}",
-            flush=True,
-        )
+        for checkout in checkouts:
+            r = measure(count, args, checkout)
+            print(
+                f"{(checkout or '.')[-28:]:<28} {count:>7} {r['ready_s']:>8.1f} {r['rss_mb']:>7.0f} {r['threads']:>8} "
+                f"{r['poll_cpu_s_per_min']:>15.2f} "
+                f"{r['threads_after_use']:>13} {r['rss_after_use_mb']:>12.0f} {r['threads_idle_again']:>13}",
+                flush=True,
+            )
     return 0
 
 
