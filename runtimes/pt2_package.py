@@ -75,9 +75,10 @@ def read_package(file: Path) -> PackageRecord:
 def _recorded_inputs(source: str) -> tuple[tuple[PT2Tensor, ...] | None, dict[str, tuple[int, int | None]]]:
     """Inputs from the wrapper's ``check_input_<i>`` functions; None when they cannot all be read.
 
-    A dynamic dim gets a name of its own (``input_<i>.<axis>``) bounded by the compiled checks, except that its
-    lower bound is 1: AOTInductor writes ``>= 2`` for every dynamic size (its 0/1 specialisation), and the code
-    runs for 1 where the export allowed it.
+    A dynamic dim gets a name of its own (``input_<i>.<axis>``) bounded by the compiled checks, except that a
+    lower bound of 2 becomes 1: AOTInductor writes ``>= 2`` for a dynamic size whose export range starts at 0 or 1
+    (its 0/1 specialisation), and the code runs for 1 where the export allowed it. (An export range starting at 2
+    reads the same; only ``tensorgate export``'s sidecar keeps such a lower bound.)
     """
     found: dict[int, tuple[str, tuple[Dim, ...]]] = {}
     ranges: dict[str, tuple[int, int | None]] = {}
@@ -101,7 +102,8 @@ def _recorded_inputs(source: str) -> tuple[tuple[PT2Tensor, ...] | None, dict[st
                 dims.append(fixed[axis])
                 continue
             name = f"input_{index}.{axis}"
-            low = min(lows.get(axis, 1), 1)
+            low = lows.get(axis, 1)
+            low = 1 if low == 2 else low  # inductor's 0/1 specialisation writes 2 for an export range from 1
             ranges[name] = (low, highs.get(axis))
             dims.append(name)
         found[index] = (datatype, tuple(dims))

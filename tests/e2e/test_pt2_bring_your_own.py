@@ -73,6 +73,7 @@ def test_served_with_config_naming_inputs_and_outputs(server: ServerProcess) -> 
         ("ids", "INT64", [-1, 4]),
     ]
     assert [t["name"] for t in meta["outputs"]] == ["score", "pooled"]
+    assert server.client.get("/v2/models/byo/config").json()["default_model_filename"] == "two_heads.pt2"
     for batch in (1, 5):
         inputs = family_inputs("multi", batch, seed=batch)
         want = eager_outputs("multi", inputs)
