@@ -75,13 +75,17 @@ def read_package(file: Path) -> PackageRecord:
 def _recorded_inputs(source: str) -> tuple[tuple[PT2Tensor, ...] | None, dict[str, tuple[int, int | None]]]:
     """Inputs from the wrapper's ``check_input_<i>`` functions; None when they cannot all be read.
 
-    A dynamic dim gets a name of its own (``input_<i>.<axis>``) bounded by the compiled checks, except that a
+    The compiled code reads a dynamic size shared by several inputs from the first of them only, so sizes that
+    disagree would run out of bounds. The checks do not say which dims are shared: dynamic leading dims with the
+    same bounds are taken to be one batch dim (``batch``), checked equal across inputs before the call; any other
+    dynamic dim gets a name of its own (``input_<i>.<axis>``). Each is bounded by the compiled checks, except that a
     lower bound of 2 becomes 1: AOTInductor writes ``>= 2`` for a dynamic size whose export range starts at 0 or 1
     (its 0/1 specialisation), and the code runs for 1 where the export allowed it. (An export range starting at 2
     reads the same; only ``tensorgate export``'s sidecar keeps such a lower bound.)
     """
     found: dict[int, tuple[str, tuple[Dim, ...]]] = {}
     ranges: dict[str, tuple[int, int | None]] = {}
+    batches: dict[tuple[int, int | None], str] = {}
     for match in _CHECK_FN.finditer(source):
         index, body = int(match.group(1)), match.group(0)
         dtype_match = _DTYPE.search(body)
@@ -101,10 +105,14 @@ def _recorded_inputs(source: str) -> tuple[tuple[PT2Tensor, ...] | None, dict[st
             if axis in fixed:
                 dims.append(fixed[axis])
                 continue
-            name = f"input_{index}.{axis}"
             low = lows.get(axis, 1)
             low = 1 if low == 2 else low  # inductor's 0/1 specialisation writes 2 for an export range from 1
-            ranges[name] = (low, highs.get(axis))
+            bounds = (low, highs.get(axis))
+            if axis == 0:  # leading dims with the same bounds: one batch dim, whose sizes must agree
+                name = batches.setdefault(bounds, "batch" if not batches else f"batch_{len(batches)}")
+            else:
+                name = f"input_{index}.{axis}"
+            ranges[name] = bounds
             dims.append(name)
         found[index] = (datatype, tuple(dims))
     if not found or sorted(found) != list(range(len(found))):
@@ -162,7 +170,8 @@ def package_signature(
 
 def _declared(data: Mapping[str, Any], index: int) -> PT2Tensor:
     dims: tuple[Dim, ...] = tuple(
-        f"input_{index}.{axis}" if int(d) == -1 else int(d) for axis, d in enumerate(data["shape"])
+        ("batch" if axis == 0 else f"input_{index}.{axis}") if int(d) == -1 else int(d)
+        for axis, d in enumerate(data["shape"])
     )
     try:
         numpy_dtype(str(data["datatype"]))
