@@ -1,4 +1,9 @@
-"""LocalStore: a model store in a folder on disk (also TF Serving's layout)."""
+"""LocalStore: a model store in a folder on disk (also TF Serving's layout).
+
+Polled every few seconds for every model, so listing and fingerprinting stay cheap: directory entries come from
+``os.scandir`` (no stat per entry), and only linked entries are resolved to check they stay inside the root (a
+plain entry of a folder inside the root is inside it).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,17 @@ class LocalStore:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
 
+    def _entry_inside(self, entry: os.DirEntry[str]) -> bool:
+        """A folder's entry stays inside the root: a plain one always (its folder is inside), a link if its
+        target resolves there."""
+        if not entry.is_symlink():
+            return True
+        try:
+            self._inside(Path(entry.path))
+        except StoreError:
+            return False
+        return True
+
     def _inside(self, path: Path) -> Path:
         resolved = path.resolve()
         if resolved != self.root and self.root not in resolved.parents:
@@ -25,42 +41,44 @@ class LocalStore:
 
     def _model_dir(self, model: str) -> Path:
         check_model_name(model)
-        return self._inside(self.root / model)
+        path = self.root / model  # a checked name is one plain entry of the (resolved) root
+        return self._inside(path) if path.is_symlink() else path
 
     def list_models(self) -> list[str]:
         if not self.root.is_dir():
             raise StoreUnavailable(f"store folder {self.root} does not exist")
         names = []
-        for child in sorted(self.root.iterdir()):
-            if child.name.startswith(".") or not child.is_dir():
-                continue
-            try:
-                check_model_name(child.name)
-                self._inside(child)
-            except StoreError:
-                continue
-            names.append(child.name)
-        return names
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                try:
+                    check_model_name(entry.name)
+                except StoreError:
+                    continue
+                if self._entry_inside(entry):
+                    names.append(entry.name)
+        return sorted(names)
 
     def list_versions(self, model: str) -> list[int]:
         folder = self._model_dir(model)
         if not folder.is_dir():
             raise StoreError(f"model {model!r} is not in the store {self.root}")
         versions = []
-        for child in folder.iterdir():
-            version = parse_version(child.name)
-            if version is None or not child.is_dir():
-                continue
-            try:
-                self._inside(child)
-            except StoreError:
-                continue
-            if any(child.iterdir()):
-                versions.append(version)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                version = parse_version(entry.name)
+                if version is None or not entry.is_dir() or not self._entry_inside(entry):
+                    continue
+                if _not_empty(entry.path):
+                    versions.append(version)
         return sorted(set(versions))
 
     def _version_dir(self, model: str, version: int) -> Path:
         folder = self._model_dir(model)
+        plain = folder / str(version)  # the usual spelling first; ``0002`` and the like by a scan
+        if plain.is_dir() and not plain.is_symlink() and _not_empty(str(plain)):
+            return plain
         for child in folder.iterdir() if folder.is_dir() else []:
             if parse_version(child.name) == version and child.is_dir() and any(child.iterdir()):
                 return self._inside(child)
@@ -77,12 +95,13 @@ class LocalStore:
 
     def fingerprint(self, model: str, version: int) -> str:
         digest = hashlib.sha1()
-        base = self._version_dir(model, version)
+        base = str(self._version_dir(model, version))
+        start = len(base) + 1
         for dirpath, _dirs, files in sorted(os.walk(base)):
             for name in sorted(files):
-                path = Path(dirpath) / name
-                stat = path.stat()
-                digest.update(f"{path.relative_to(base)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+                path = os.path.join(dirpath, name)
+                stat = os.stat(path)
+                digest.update(f"{path[start:]}:{stat.st_size}:{stat.st_mtime_ns};".encode())
         return digest.hexdigest()
 
     def fetch(self, model: str, version: int) -> Path:
@@ -102,3 +121,8 @@ class LocalStore:
 
     def release(self, model: str, version: int, path: Path) -> None:
         """Nothing to do: versions are served from the store's own folders."""
+
+
+def _not_empty(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is not None

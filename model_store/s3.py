@@ -296,8 +296,10 @@ class S3Store:
                 check_relpath(obj.rel)
             except StoreError as exc:
                 return f"key {obj.key!r} refused: {exc}"
-        if not any(name in by_rel for name in ARTEFACTS):
-            return f"no model artefact ({', '.join(ARTEFACTS)})"
+        if not any(name in by_rel for name in ARTEFACTS) and not any(
+            rel.endswith(".pt2") and "/" not in rel for rel in by_rel
+        ):  # a .pt2 of another name: config.yaml's options.filename names it
+            return f"no model artefact ({', '.join(ARTEFACTS)}, or a .pt2 that options.filename names)"
         if MANIFEST in by_rel:
             for rel, entry in self._manifest(by_rel[MANIFEST]).items():
                 found = by_rel.get(rel)

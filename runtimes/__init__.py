@@ -63,10 +63,12 @@ def pt2_kind(path: Path) -> str:
     raise RuntimeLoadError(f"{path} is neither an AOTInductor package nor a torch.export archive")
 
 
-def detect_format(version_dir: Path, filename: str | None = None) -> str:
+def detect_format(version_dir: Path, filename: object = None) -> str:
     """Which runtime serves the artefact in ``version_dir`` (model.onnx, SavedModel, model.pt2), or the one named
     ``filename`` there (an .onnx file, a SavedModel folder, a .pt2 archive)."""
-    if filename:
+    if isinstance(filename, str) and filename:
+        if "/" in filename or "\\" in filename or filename in (".", ".."):
+            raise RuntimeLoadError(f"option filename {filename!r} must be a plain file or folder name")
         target = version_dir / filename
         if target.is_dir() and ((target / "saved_model.pb").is_file() or (target / "saved_model.pbtxt").is_file()):
             return "tf_savedmodel"

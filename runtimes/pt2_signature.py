@@ -35,8 +35,26 @@ from runtimes.torch_tensor import v2_datatype
 
 SIDECAR = "signature.json"
 SCHEMA = 1
+ARTIFACT = "model.pt2"
 
 Dim = int | str | None
+
+
+def pt2_file(folder: Path, options: Mapping[str, Any]) -> Path:
+    """The ``.pt2`` file of a version folder: ``model.pt2``, or the plain file name ``options.filename`` gives."""
+    name = options.get("filename") or ARTIFACT
+    if not isinstance(name, str) or not artifact_name_ok(name):
+        raise RuntimeLoadError(f"options.filename={name!r}: expected a plain file name in the version folder")
+    file = folder / name
+    if not file.is_file():
+        named = " (options.filename)" if name != ARTIFACT else ""
+        raise RuntimeLoadError(f"{file}{named} does not exist")
+    return file
+
+
+def artifact_name_ok(name: str) -> bool:
+    """A file name without folders, not hidden: nothing a config names may leave the version folder."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""TorchAOTIRuntime: serves an AOTInductor package (``model.pt2`` plus its ``signature.json`` sidecar).
+"""TorchAOTIRuntime: serves an AOTInductor package (``model.pt2``, with or without a ``signature.json`` sidecar).
 
 Thread counts are process-wide in PyTorch; see ``runtimes.torch_threads``. A CPU package is compiled with
 ``-march=native``: it runs on CPUs with the compiling machine's instruction set (and the same torch build).
@@ -22,9 +22,10 @@ import torch
 import torch.utils._pytree as pytree
 from torch._inductor.package import load_package
 
-from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature, artifact_path
+from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
 from runtimes.datatype import numpy_dtype
-from runtimes.pt2_signature import SIDECAR, PT2Signature
+from runtimes.pt2_package import PackageRecord, package_signature, read_package
+from runtimes.pt2_signature import SIDECAR, PT2Signature, pt2_file
 from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
 from runtimes.torch_threads import adopt_in_this_thread, apply_thread_options
 
@@ -34,8 +35,10 @@ class TorchAOTIRuntime(Runtime):
 
     The package cannot tell its own signature reliably, so the exporter writes ``signature.json`` beside
     ``model.pt2`` (schema in ``runtimes.pt2_signature``): names, V2 datatypes, dims and the exported range of each
-    dynamic dim. Inputs are checked against it before the compiled code runs (the compiled code itself does not
-    check the batch range), raising RuntimeInputError naming the input.
+    dynamic dim. A package without it (``aoti_compile_and_package`` run by hand) gets its signature from what it
+    records and from config.yaml's ``inputs``/``outputs`` (``runtimes.pt2_package``). Inputs are checked against
+    the signature before the compiled code runs (the compiled code itself does not check the batch range),
+    raising RuntimeInputError naming the input.
 
     Options:
       ``device``: ``cpu`` (default), ``cuda`` or ``cuda:<n>``; the package must have been compiled for that device
@@ -43,7 +46,9 @@ class TorchAOTIRuntime(Runtime):
       ``num_runners``: model instances in the package's container (default 1). Calls beyond it wait in Python,
       never inside the container: a caller blocked there keeps the GIL, which the running calls need to free
       their numpy-backed inputs, and the process deadlocks.
-      ``inputs`` / ``outputs``: config overrides, as for ``TorchExportRuntime``.
+      ``inputs`` / ``outputs``: config overrides, as for ``TorchExportRuntime``; without a sidecar they also declare
+      what the package does not record (see ``runtimes.pt2_package``).
+      ``filename``: the package's file name in the version folder (default ``model.pt2``).
       ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide).
       ``probe``: load the package and run it once in a child process first (``auto``, the default: for CUDA
       packages; ``true``; ``false``). The package's native code runs inside the server process, and a crash there
@@ -68,17 +73,17 @@ class TorchAOTIRuntime(Runtime):
         return self._device
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
-        file = artifact_path(path, options, type(self).artifact)
+        file = pt2_file(Path(path), options)
         self.artifact = file.name
         sidecar = Path(path) / SIDECAR
-        if not file.is_file():
-            raise RuntimeLoadError(f"{file} does not exist")
-        if not sidecar.is_file():
-            raise RuntimeLoadError(
-                f"{sidecar} is missing: an AOTInductor package needs the signature sidecar written by "
-                "`tensorgate export`"
-            )
-        sig = PT2Signature.read(sidecar).overridden(options.get("inputs"), options.get("outputs"))
+        sig: PT2Signature | None = None
+        record: PackageRecord | None = None
+        if sidecar.is_file():
+            sig = PT2Signature.read(sidecar).overridden(options.get("inputs"), options.get("outputs"))
+            compiled_for = sig.device
+        else:
+            record = read_package(file)
+            compiled_for = record.device
         device = str(options.get("device", "cpu"))
         kind, _, index_text = device.partition(":")
         if kind not in ("cpu", "cuda") or (index_text and not index_text.isdigit()) or (kind == "cpu" and index_text):
@@ -87,10 +92,10 @@ class TorchAOTIRuntime(Runtime):
             raise RuntimeLoadError(
                 f"{file}: options.device={device!r} but CUDA is not available to torch {torch.__version__} here"
             )
-        if sig.device != kind:
+        if compiled_for != kind:
             raise RuntimeLoadError(
-                f"{file} was compiled for {sig.device!r} and cannot run on {device!r}: compile a package for "
-                f"{kind} with `tensorgate export` on a machine that has it"
+                f"{file} was compiled for {compiled_for!r} and cannot run on {device!r}: compile a package for "
+                f"{kind} (`tensorgate export` or aoti_compile_and_package) on a machine that has it"
             )
         probe = options.get("probe", "auto")
         if probe not in ("auto", True, False):
@@ -107,16 +112,27 @@ class TorchAOTIRuntime(Runtime):
                 str(file), num_runners=num_runners, device_index=int(index_text) if index_text else -1
             )
         except Exception as exc:
-            built = f" (compiled by torch {sig.torch_version})" if sig.torch_version else ""
+            built = f" (compiled by torch {sig.torch_version})" if sig is not None and sig.torch_version else ""
             raise RuntimeLoadError(
                 f"{file}: AOTInductor package failed to load in torch {torch.__version__}{built}: {exc}"
             ) from exc
         in_text, out_text = compiled.loader.get_call_spec()
+        if sig is None:
+            assert record is not None
+            device_for = device
+
+            def run(flat: list[torch.Tensor]) -> list[torch.Tensor]:
+                with torch.inference_mode():
+                    result: list[torch.Tensor] = compiled.loader.boxed_run([t.to(device_for) for t in flat])
+                return result
+
+            sig = package_signature(file, record, (in_text, out_text), run, options)
         in_leaves = pytree.treespec_loads(in_text).num_leaves
         out_leaves = pytree.treespec_loads(out_text).num_leaves
         if in_leaves != len(sig.inputs) or out_leaves != len(sig.outputs):
+            where = sidecar if sidecar.is_file() else file
             raise RuntimeLoadError(
-                f"{sidecar} lists {len(sig.inputs)} inputs / {len(sig.outputs)} outputs but the package takes "
+                f"{where} lists {len(sig.inputs)} inputs / {len(sig.outputs)} outputs but the package takes "
                 f"{in_leaves} / returns {out_leaves}"
             )
         self._loader = compiled.loader

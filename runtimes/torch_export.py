@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils._pytree as pytree
+from torch.export.passes import move_to_device_pass
 
-from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature, artifact_path
+from runtimes.base import DEFAULT_SIGNATURE, Runtime, RuntimeLoadError, Signature
 from runtimes.pt2_pickle import pickled_parts
-from runtimes.pt2_signature import SIDECAR, PT2Signature
+from runtimes.pt2_signature import SIDECAR, PT2Signature, pt2_file
 from runtimes.torch_tensor import quiet_readonly_warning, to_numpy, to_torch
 from runtimes.torch_threads import apply_thread_options
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class TorchExportRuntime(Runtime):
-    """``torch.export.load(<version>/model.pt2).module()`` run under ``torch.inference_mode()`` on the CPU.
+    """``torch.export.load(<version>/model.pt2).module()`` run under ``torch.inference_mode()`` on ``options.device``.
 
     Signature: input names, V2 datatypes and shapes come from the ExportedProgram (user-input placeholders and
     their example metadata; symbolic dims become -1, bounded by ``ep.range_constraints``); outputs are the leaves
@@ -38,7 +39,10 @@ class TorchExportRuntime(Runtime):
       outputs dumped). Entries that all name existing tensors adjust those by name; otherwise the list covers
       every tensor in order and renames them. Datatypes must equal the model's; a shape keeps -1 or pins a dim.
       ``intra_op_threads`` / ``inter_op_threads``: torch thread pools (process-wide, see ``runtimes.torch_threads``).
-      ``device``: only ``cpu`` (compile a ``torch_aoti`` package to serve on CUDA).
+      ``device``: ``cpu`` (default), ``cuda`` or ``cuda:<n>``: the program's weights and constants are moved
+      there at load, inputs are copied there per call and outputs come back to the CPU; RuntimeLoadError when
+      CUDA is asked for and torch cannot reach it.
+      ``filename``: the archive's file name in the version folder (default ``model.pt2``).
       ``allow_pickle``: load archives with pickled parts (weights of tensor subclasses, custom objects); refused by
       default, since unpickling runs code from the store (``runtimes.pt2_pickle``).
 
@@ -55,18 +59,16 @@ class TorchExportRuntime(Runtime):
         self._sig: PT2Signature | None = None
         self._signature: Signature | None = None
         self._kwargs_spec: pytree.TreeSpec | None = None
+        self._device = "cpu"
+
+    @property
+    def device(self) -> str:
+        return self._device
 
     def load(self, path: Path, options: Mapping[str, Any]) -> None:
-        file = artifact_path(path, options, type(self).artifact)
+        file = pt2_file(Path(path), options)
         self.artifact = file.name
-        if not file.is_file():
-            raise RuntimeLoadError(f"{file} does not exist")
-        device = str(options.get("device", "cpu"))
-        if device != "cpu":
-            raise RuntimeLoadError(
-                f"{file}: torch_export models run on the CPU (options.device={device!r}); "
-                "export a torch_aoti package compiled for CUDA to serve on a GPU"
-            )
+        device = _device(file, options.get("device", "cpu"))
         apply_thread_options(options, str(path))
         quiet_readonly_warning()
         try:
@@ -95,7 +97,13 @@ class TorchExportRuntime(Runtime):
             raise RuntimeLoadError(f"{file}: the program's input spec does not match its {len(sig.inputs)} inputs")
         _args_spec, kwargs_spec = in_spec.children()
         self._kwargs_spec = in_spec if kwargs_spec.num_leaves else None
+        if device != "cpu":
+            try:
+                ep = move_to_device_pass(ep, device)
+            except Exception as exc:
+                raise RuntimeLoadError(f"{file}: could not move the program to {device}: {exc}") from exc
         self._module = ep.module()
+        self._device = device
         self._sig = sig
         self._signature = sig.signature()
 
@@ -115,7 +123,7 @@ class TorchExportRuntime(Runtime):
             raise RuntimeLoadError("model is not loaded")
         sig.check(inputs)
         wanted = sig.output_index(outputs)
-        flat = [to_torch(inputs[name]) for name in sig.input_names]
+        flat = [to_torch(inputs[name], self._device) for name in sig.input_names]
         with torch.inference_mode():
             if self._kwargs_spec is None:
                 result = module(*flat)
@@ -129,6 +137,25 @@ class TorchExportRuntime(Runtime):
         self._module = None
         self._sig = None
         self._signature = None
+
+
+def _device(file: Path, value: object) -> str:
+    """``cpu``, ``cuda`` or ``cuda:<n>``, checked against what this torch can reach; RuntimeLoadError otherwise."""
+    device = str(value)
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise RuntimeLoadError(f"{file}: options.device={device!r}: expected cpu, cuda or cuda:<n>")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeLoadError(
+                f"{file}: options.device={device!r} but CUDA is not available to torch {torch.__version__} here "
+                "(no GPU, or a CPU-only torch build); serve it with options.device: cpu"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise RuntimeLoadError(
+                f"{file}: options.device={device!r} but torch sees {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
 
 
 def _named_like(derived: PT2Signature, sidecar: PT2Signature, where: Path) -> PT2Signature:

@@ -103,3 +103,33 @@ def eager_outputs(family: str, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
             return {k: v.numpy() for k, v in out.items()}
         (name,) = inputs
         return {"logits": module(torch.from_numpy(inputs[name])).numpy()}
+
+
+_PLAIN: dict[Path, Path] = {}
+
+
+def plain_aoti_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``two_heads`` compiled the standard way, ``aoti_compile_and_package`` on a ``torch.export`` program (batch
+    1..MAX_BATCH), with no tensorgate sidecar: built once per session (tens of seconds), shared by every test
+    folder. Inputs positional (x, ids), outputs the dict {"score", "pooled"}."""
+    key = tmp_path_factory.getbasetemp()
+    if key not in _PLAIN:
+        target = tmp_path_factory.mktemp("plain_aoti") / "two_heads.pt2"
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        examples = (torch.randn(2, 8), torch.randint(0, VOCAB, (2, 4)))
+        program = torch.export.export(two_heads(), examples, dynamic_shapes=({0: batch}, {0: batch}))
+        torch._inductor.aoti_compile_and_package(program, package_path=str(target))
+        _PLAIN[key] = target
+    return _PLAIN[key]
+
+
+def without_wrapper_source(package: Path, target: Path) -> Path:
+    """A copy of an AOTInductor package without its generated C++ (as some build pipelines ship them): the
+    compiled library only, so nothing in it records the inputs' dtypes or shapes."""
+    import zipfile
+
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as copy:
+        for entry in source.infolist():
+            if not entry.filename.endswith(".cpp"):
+                copy.writestr(entry, source.read(entry.filename))
+    return target

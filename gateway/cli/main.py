@@ -24,6 +24,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--poll-interval", type=float, help="seconds between store polls, 0 = load once (default 5)")
     p.add_argument("--load-model", action="append", dest="load_models", help="explicit mode: load at startup")
+    p.add_argument(
+        "--idle-thread-s", type=float, help="seconds an idle model keeps its executor threads, 0 = forever (default 30)"
+    )
     p.add_argument("--max-request-bytes", type=int, help="largest accepted request body (413 beyond)")
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest gRPC message in either direction")
     p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")

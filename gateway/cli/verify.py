@@ -101,7 +101,7 @@ def _verify_version(
             )
         path = Path(store.fetch(model, version))
         try:
-            fmt = config.runtime or detect_format(path)
+            fmt = config.runtime or detect_format(path, config.options.get("filename"))
             runtime = runtime_class(fmt)()
             runtime.load(path, config.runtime_options())
             try:

@@ -1,4 +1,5 @@
-"""Batcher: the Executor for dynamic batching, run by the version's own instance threads.
+"""Batcher: the Executor for dynamic batching, run by the version's own instance threads (started when requests
+arrive, retired when idle: ``gateway.execution.crew``).
 
 Requests whose inputs agree on every dimension but the first are stacked along dim 0, run as one runtime call, and
 split back per request. Each of the model's ``instances`` threads takes the next batch itself as soon as it is free
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.core.errors import DeadlineExceeded, GatewayError, InferenceFailed
+from gateway.execution.crew import IDLE_S, Crew
 from gateway.execution.executor import Call, OnExecution, Result, expired, infer, within_deadline
 from runtimes import Runtime
 
@@ -58,6 +60,7 @@ class Batcher:
         on_execution: OnExecution | None = None,
         default_signature: str | None = None,
         name: str = "tg-batch",
+        idle_s: float | None = IDLE_S,
     ) -> None:
         self.runtime = runtime
         self.instances = max(1, instances)
@@ -70,11 +73,12 @@ class Batcher:
         self._rows = 0
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(self.instances)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._crew = Crew(self._cond, self.instances, self._serve, name, idle_s)
+
+    @property
+    def _threads(self) -> list[threading.Thread]:
+        """The instance threads running now (none while idle)."""
+        return self._crew.threads
 
     async def run(self, call: Call) -> Result:
         loop = asyncio.get_running_loop()
@@ -92,7 +96,7 @@ class Batcher:
                 raise InferenceFailed("the model is being unloaded")
             self._queue.append(item)
             self._rows += item.rows
-            self._cond.notify()
+            self._crew.wanted(len(self._queue))
         return await within_deadline(item.future, call.deadline, "before the batch holding the request finished")
 
     # ------------------------------------------------------------------ instance threads
@@ -123,8 +127,10 @@ class Batcher:
                     pass
 
     def _next_batch(self) -> list[_Pending] | None:
-        """Block until a batch is due (full, preferred size, oldest waited long enough, or closing); None to stop."""
+        """Block until a batch is due (full, preferred size, oldest waited long enough, or closing); None to stop
+        (closed with nothing queued, or this thread retired after ``idle_s`` without requests)."""
         with self._cond:
+            since = time.monotonic()
             while True:
                 if self._queue:
                     if self._closed or self.delay == 0:
@@ -133,11 +139,9 @@ class Batcher:
                     waited = time.perf_counter() - self._queue[0].enqueued
                     if full or waited >= self.delay:
                         break
-                    self._cond.wait(self.delay - waited)
-                elif self._closed:
+                    self._crew.wait(self.delay - waited)
+                elif self._closed or not self._crew.idle(since):
                     return None
-                else:
-                    self._cond.wait()
             limit = self.max_batch_size
             if self.delay == 0:  # take a fair share, leaving the rest to the other instances
                 limit = min(limit, max(1, -(-self._rows // self.instances)))
@@ -160,7 +164,7 @@ class Batcher:
         self._queue.extendleft(reversed(skipped))
         self._rows -= rows
         if self._queue:
-            self._cond.notify()  # more is queued: another free instance can start on it
+            self._crew.wanted(len(self._queue))  # more is queued: another instance can start on it
         return batch
 
     def _run(self, batch: list[_Pending]) -> tuple[list[Outcome], list[Execution], list[Span]]:
@@ -228,6 +232,4 @@ class Batcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=timeout)
+        self._crew.join(timeout)

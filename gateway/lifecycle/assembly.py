@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.execution.batcher import Batcher
+from gateway.execution.crew import IDLE_S
 from gateway.execution.executor import Executor, OnExecution
 from gateway.execution.pool import ThreadPool
 from gateway.lifecycle.model import ModelVersion, VersionStatus
@@ -31,7 +32,9 @@ class Assembler:
         metrics: Metrics,
         warmup: WarmUp | None = None,
         allow_pickle: bool = False,
+        idle_thread_s: float | None = IDLE_S,
     ) -> None:
+        self.idle_thread_s = idle_thread_s  # executor threads retire after this long without requests (None/0: never)
         self.allow_pickle = allow_pickle  # --allow-pickle: torch archives with pickled parts load (with a warning)
         self.factory = factory
         self.metrics = metrics
@@ -80,7 +83,7 @@ class Assembler:
         batching = config.batching
         thread_name = f"tg-{name}-{version}"
         if batching is None or not signature.batched:
-            return ThreadPool(runtime, config.instances, _recorder(stats), name=thread_name)
+            return ThreadPool(runtime, config.instances, _recorder(stats), name=thread_name, idle_s=self.idle_thread_s)
         return Batcher(
             runtime,
             instances=config.instances,
@@ -90,6 +93,7 @@ class Assembler:
             on_execution=_recorder(stats, self.metrics, (name, str(version), fmt)),
             default_signature=signature.name,
             name=f"{thread_name}-batch",
+            idle_s=self.idle_thread_s,
         )
 
 

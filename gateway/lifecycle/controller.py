@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class ModelController:
         self._route_files: dict[str, RouteEntry] = {}  # store folders holding a route.yaml, as last read
         self._configs: dict[str, ModelConfig] = {}  # each model's config as last read (exported variants form routes)
         self._load_configs: dict[str, ConfigFile] = {}  # configs given with a repository load, in place of the store's
+        self._parsed: dict[str, tuple[ConfigFile | None, bytes | None, ModelConfig]] = {}  # raw texts -> parsed config
         self._lock = asyncio.Lock()
 
     async def sync(self, only: Iterable[str] | None = None) -> None:
@@ -62,13 +64,16 @@ class ModelController:
                 return
             if not present and not self.store_reason:
                 log.warning("store %s holds no models (expected <model>/<version>/<artifact>)", self.store.uri)
-            for name in names:
-                if wanted is not None and name not in wanted:
-                    continue
-                if wanted is None and name in self._pinned_unloaded:
-                    continue
+            chosen = [
+                name
+                for name in names
+                if (wanted is None or name in wanted) and (wanted is not None or name not in self._pinned_unloaded)
+            ]
+            # every read of the store in one hop off the event loop: a poll of 1,000 models is one task, not 3,000
+            surveys = await loop.run_in_executor(None, self._survey_all, chosen)
+            for name in chosen:
                 try:
-                    await self._sync_model(name)
+                    await self._sync_model(name, surveys[name])
                 except StoreUnavailable as exc:
                     self._store_failed(exc)
                     return
@@ -78,7 +83,7 @@ class ModelController:
                         log.info("model %s left the store; unloading", name)
                         self.wanted.pop(name, None)
                         await self.host.unload_model(name)
-                for known in (self._route_files, self._configs):
+                for known in (self._route_files, self._configs, self._parsed):
                     for name in [n for n in known if n not in present]:
                         del known[name]
             else:
@@ -97,29 +102,62 @@ class ModelController:
         self.store_reason = str(exc)
         self.metrics.store_poll(ok=False)
 
-    async def _read_config(self, name: str) -> ModelConfig:
-        """The store's config.yaml (or Triton config.pbtxt), with the model's override (if any) merged in field by
-        field."""
-        loop = asyncio.get_running_loop()
-        override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
-        file = self._load_configs.get(name) or await loop.run_in_executor(None, self.store.read_config, name)
-        if override is not None and override.is_file():
-            return ModelConfig.from_file(file, name, override.read_bytes(), str(override))
-        return ModelConfig.from_file(file, name)
+    def _survey_all(self, names: list[str]) -> dict[str, _Survey]:
+        """``_survey`` of each model (in a worker thread); a store error stays with its model."""
+        surveys = {}
+        for name in names:
+            try:
+                surveys[name] = self._survey(name)
+            except StoreError as exc:
+                surveys[name] = _Survey([], error=exc)
+        return surveys
 
-    async def _sync_model(self, name: str) -> None:
-        loop = asyncio.get_running_loop()
-        versions = await loop.run_in_executor(None, self.store.list_versions, name)
-        if not versions and await self._read_route_file(name):
+    def _survey(self, name: str) -> _Survey:
+        """What one poll needs to know of a model, read from the store (blocking): its versions, then a route
+        file (no versions), or its config (or why it is invalid) and the fingerprints of the versions it wants."""
+        versions = self.store.list_versions(name)
+        if not versions:
+            raw = self.store.read_file(name, ROUTE_FILE)
+            if raw is not None:
+                return _Survey(versions, route=raw)
+        try:
+            config = self._read_config(name)
+        except ConfigError as exc:
+            return _Survey(versions, config_error=exc)
+        wanted = config.version_policy.select(versions)
+        return _Survey(versions, config, fingerprints={v: self.store.fingerprint(name, v) for v in wanted})
+
+    def _read_config(self, name: str) -> ModelConfig:
+        """The store's config.yaml (or Triton's config.pbtxt, or the config a repository load gave), with the
+        model's override (if any) merged in field by field (blocking)."""
+        override = self.config_overrides / f"{name}.yaml" if self.config_overrides else None
+        file = self._load_configs.get(name) or self.store.read_config(name)
+        extra = override.read_bytes() if override is not None and override.is_file() else None
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] == file and cached[1] == extra:
+            return cached[2]  # unchanged since the last poll: no parse (1,000 models poll every few seconds)
+        if extra is not None and override is not None:
+            config = ModelConfig.from_file(file, name, extra, str(override))
+        else:
+            config = ModelConfig.from_file(file, name)
+        self._parsed[name] = (file, extra, config)
+        return config
+
+    async def _sync_model(self, name: str, survey: _Survey) -> None:
+        if survey.error is not None:
+            raise survey.error
+        versions = survey.versions
+        if survey.route is not None:
+            await self._route_file(name, survey.route)
             return
         self._route_files.pop(name, None)
-        try:
-            config = await self._read_config(name)
-        except ConfigError as exc:
+        if survey.config is None:
+            exc = survey.config_error
             log.error("%s", exc)
             self.host.config_invalid(name, str(exc))
             self.wanted.setdefault(name, set())
             return
+        config = survey.config
         self._configs[name] = config
         desired = config.version_policy.select(versions)
         self.wanted[name] = set(desired)
@@ -133,7 +171,7 @@ class ModelController:
         loads = []
         for version in desired:
             current = entry.versions.get(version)
-            fingerprint = await loop.run_in_executor(None, self.store.fingerprint, name, version)
+            fingerprint = survey.fingerprints[version]
             unchanged = current is not None and current.fingerprint == fingerprint and not config_changed
             if unchanged and current is not None and current.state in (READY, LOADING, UNAVAILABLE):
                 continue  # serving or loading already; or failed before and unchanged since: not retried every poll
@@ -143,17 +181,12 @@ class ModelController:
         await self.host.retire(entry, set(desired))
 
     # -- routes ------------------------------------------------------------------------------------------------
-    async def _read_route_file(self, name: str) -> bool:
-        """Whether the folder ``name`` (which has no versions) is a route; remembers its declaration."""
-        loop = asyncio.get_running_loop()
-        raw = await loop.run_in_executor(None, self.store.read_file, name, ROUTE_FILE)
-        if raw is None:
-            return False
+    async def _route_file(self, name: str, raw: bytes) -> None:
+        """The folder ``name`` (which has no versions) holds a route.yaml: remember its declaration."""
         if name in self.host.models:
             log.info("%s is a route now; unloading the model of that name", name)
             await self.host.unload_model(name)
         self._route_files[name] = _route_entry(name, raw, f"{name}/{ROUTE_FILE}", "store")
-        return True
 
     def _publish_routes(self) -> None:
         """Routes from exported variants, then route.yaml folders, then override files (each replaces the one
@@ -266,6 +299,19 @@ def _loaded_differently(old: ModelConfig, new: ModelConfig) -> bool:
         return False
     routing = {"version_labels", "version_policy"}
     return old.model_dump(exclude=routing) != new.model_dump(exclude=routing)
+
+
+@dataclass
+class _Survey:
+    """One model as one poll read it (``ModelController._survey``): a store error, a route file, or its versions
+    with its config (or why that is invalid) and the fingerprints of the versions its policy wants."""
+
+    versions: list[int]
+    config: ModelConfig | None = None
+    config_error: ConfigError | None = None
+    fingerprints: dict[int, str] = field(default_factory=dict)
+    route: bytes | None = None
+    error: StoreError | None = None
 
 
 def check_name(name: str) -> str:

@@ -114,7 +114,11 @@ class ModelVersion:
 
     @property
     def artifact(self) -> str:
-        return getattr(self.runtime, "artifact", "") if self.runtime is not None else ""
+        """The artefact's file name: the runtime's default, or the one ``options.filename`` names."""
+        if self.runtime is None:
+            return ""
+        named = self.config.options.get("filename")
+        return named if isinstance(named, str) and named else str(getattr(self.runtime, "artifact", ""))
 
 
 @dataclass(eq=False)

@@ -51,7 +51,13 @@ class Server:
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
         self.store = _open_store(settings, options)
-        assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
+        assembler = Assembler(
+            runtime_class,
+            self.metrics,
+            Warmer(self.store).warm,
+            allow_pickle=settings.allow_pickle,
+            idle_thread_s=settings.idle_thread_s,
+        )
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         if settings.metrics_compat == "triton":
             host = self.host

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     load_threads: int = Field(default=2, ge=1)
+    idle_thread_s: float = Field(
+        default=30.0, ge=0
+    )  # a model's executor threads retire after this long idle (0: never)
     access_log: bool = False  # one line per inference request on stderr (JSON with log_format json)
     access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of fast successful requests logged
     access_log_slow_ms: float = Field(default=0.0, ge=0.0)  # requests at least this slow are always logged (0: off)

@@ -1,5 +1,5 @@
-"""AOTInductor on CUDA, end to end: ``tensorgate export --device cuda``, TorchAOTIRuntime on the GPU, and a server
-answering REST and gRPC from it, against eager PyTorch on the CPU.
+"""PyTorch on CUDA, end to end: ``tensorgate export --device cuda``, TorchAOTIRuntime and TorchExportRuntime on the
+GPU, and a server answering REST and gRPC from them, against eager PyTorch on the CPU.
 
 Marked ``cuda``: the default suite deselects these; ``make test-cuda`` runs them on a machine with an NVIDIA GPU.
 Without CUDA they fail with that reason, they never skip.
@@ -25,6 +25,7 @@ from gateway.cli.demo import CNN, MLP
 from gateway.cli.export import export_torch
 from runtimes import RuntimeInputError, RuntimeLoadError
 from runtimes.torch_aoti import TorchAOTIRuntime
+from runtimes.torch_export import TorchExportRuntime
 from tests.serving import ServerProcess
 from tests.torch_models import FAMILIES, MAX_BATCH, MULTI_INPUTS, eager_outputs, family_inputs
 
@@ -51,12 +52,12 @@ def cuda_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     export_torch(
-        CNN.factory, root, "cnn", CNN.inputs, output_names=CNN.outputs, max_batch=MAX_BATCH, formats=["torch_aoti"],
-        device="cuda",
+        CNN.factory, root, "cnn", CNN.inputs, output_names=CNN.outputs, max_batch=MAX_BATCH,
+        formats=["torch_aoti", "torch_export"], device="cuda",
     )  # fmt: skip
     export_torch(
-        "tests.torch_models:two_heads", root, "multi", MULTI_INPUTS, max_batch=MAX_BATCH, formats=["torch_aoti"],
-        device="cuda",
+        "tests.torch_models:two_heads", root, "multi", MULTI_INPUTS, max_batch=MAX_BATCH,
+        formats=["torch_aoti", "torch_export"], device="cuda",
     )  # fmt: skip
     return root
 
@@ -193,3 +194,46 @@ def test_verify_checks_the_gpu_models_against_their_golden_samples(cuda_store: P
     assert done.returncode == 0, done.stdout + done.stderr
     for family in FAMILIES:
         assert f"{family}_torch_aoti" in done.stdout
+
+
+EXPORT_FAMILIES = ("cnn", "multi")  # exported with --formats torch_aoti,torch_export --device cuda
+
+
+def test_torch_export_on_the_gpu_matches_eager_on_the_cpu(cuda_store: Path) -> None:
+    for family in EXPORT_FAMILIES:
+        model_dir = cuda_store / f"{family}_torch_export"
+        config = yaml.safe_load((model_dir / "config.yaml").read_text())
+        assert config["runtime"] == "torch_export" and config["options"]["device"] == "cuda"
+        runtime = TorchExportRuntime()
+        runtime.load(model_dir / "1", {"device": "cuda"})
+        assert runtime.device == "cuda"
+        for batch in (1, 3, MAX_BATCH):
+            inputs = family_inputs(family, batch, seed=batch)
+            got = runtime.infer(inputs)
+            assert all(isinstance(v, np.ndarray) for v in got.values())
+            assert_close(got, eager_outputs(family, inputs))
+        with pytest.raises(RuntimeInputError, match="batch"):
+            runtime.infer(family_inputs(family, MAX_BATCH + 1))
+        runtime.unload()
+    with pytest.raises(RuntimeLoadError, match="CUDA device"):
+        TorchExportRuntime().load(
+            cuda_store / "cnn_torch_export" / "1", {"device": f"cuda:{torch.cuda.device_count()}"}
+        )
+
+
+def test_torch_export_served_from_the_gpu_over_rest_and_grpc(gpu_server: ServerProcess) -> None:
+    grpc = grpcclient.InferenceServerClient(gpu_server.grpc)
+    with httpx.Client(timeout=30) as client:
+        for family in EXPORT_FAMILIES:
+            model = f"{family}_torch_export"
+            inputs = family_inputs(family, 3, seed=21)
+            want = eager_outputs(family, inputs)
+            assert_close(_rest_infer(client, gpu_server.http_url, model, inputs), want)
+            tensors = []
+            for name, array in inputs.items():
+                tensor = grpcclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
+                tensor.set_data_from_numpy(array)
+                tensors.append(tensor)
+            result = grpc.infer(model, tensors)
+            assert_close({name: result.as_numpy(name) for name in want}, want)
+    grpc.close()

@@ -466,3 +466,14 @@ def test_copies_used_by_another_live_process_stay_and_those_of_dead_ones_go(
     s3_env.upload_version(onnx_model_b.folder, "affine", 1, prefix=s3_prefix, marker="_COMPLETE")
     new = store.fetch("affine", 1)
     assert cache_entries(store, "affine") == [new.name]
+
+
+def test_a_pt2_of_another_name_counts_as_the_artefact(make_store: MakeStore, s3_env: S3Server, s3_prefix: str) -> None:
+    # config.yaml's options.filename names it (Triton's default_model_filename); any other file does not count
+    s3_env.put(f"{s3_prefix}/byo/1/two_heads.pt2", b"PK-not-parsed-by-the-listing")
+    s3_env.put(f"{s3_prefix}/byo/1/_COMPLETE", b"")
+    s3_env.put(f"{s3_prefix}/byo/2/notes.txt", b"x")
+    s3_env.put(f"{s3_prefix}/byo/2/_COMPLETE", b"")
+    store = make_store(settle_seconds=0)
+    assert store.list_versions("byo") == [1]
+    assert (store.fetch("byo", 1) / "two_heads.pt2").is_file()

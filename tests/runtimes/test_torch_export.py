@@ -191,10 +191,27 @@ def test_load_errors_are_clear(torch_store: Path, tmp_path: Path) -> None:
     (tmp_path / "model.pt2").write_bytes(b"not a zip")
     with pytest.raises(RuntimeLoadError, match=r"not a readable torch\.export archive"):
         TorchExportRuntime().load(tmp_path, {})
-    with pytest.raises(RuntimeLoadError, match="run on the CPU"):
-        TorchExportRuntime().load(torch_store / "mlp_torch_export" / "1", {"device": "cuda"})
+    with pytest.raises(RuntimeLoadError, match=r"expected cpu, cuda or cuda:<n>"):
+        TorchExportRuntime().load(torch_store / "mlp_torch_export" / "1", {"device": "tpu"})
     with pytest.raises(RuntimeLoadError, match="intra_op_threads must be a positive integer"):
         TorchExportRuntime().load(torch_store / "mlp_torch_export" / "1", {"intra_op_threads": 0})
+
+
+def test_device_cpu_by_name_and_cuda_only_where_torch_reaches_it(torch_store: Path) -> None:
+    folder = torch_store / "mlp_torch_export" / "1"
+    runtime = TorchExportRuntime()
+    runtime.load(folder, {"device": "cpu"})
+    assert runtime.device == "cpu"
+    inputs = family_inputs("mlp", 2)
+    np.testing.assert_allclose(runtime.infer(inputs)["logits"], eager_outputs("mlp", inputs)["logits"], atol=ATOL)
+    if torch.cuda.is_available():  # the GPU path itself: tests/e2e/test_cuda_serving.py (make test-cuda)
+        with pytest.raises(RuntimeLoadError, match="CUDA device"):
+            TorchExportRuntime().load(folder, {"device": f"cuda:{torch.cuda.device_count()}"})
+    else:
+        with pytest.raises(RuntimeLoadError, match=r"options\.device='cuda' but CUDA is not available"):
+            TorchExportRuntime().load(folder, {"device": "cuda"})
+        with pytest.raises(RuntimeLoadError, match="CUDA is not available"):
+            TorchExportRuntime().load(folder, {"device": "cuda:1"})
 
 
 @pytest.fixture

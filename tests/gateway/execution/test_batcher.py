@@ -297,3 +297,29 @@ def test_a_deadline_that_passes_in_the_queue_answers_at_once_and_the_request_nev
     asyncio.run(scenario())
     batcher.close()
     assert runtime.calls == [1]
+
+
+def test_instance_threads_start_with_requests_and_retire_when_idle() -> None:
+    runtime = Doubler()
+    batcher, _seen = make(runtime, instances=2, max_batch_size=2, idle_s=0.2)
+
+    def alive() -> int:
+        with batcher._cond:
+            return len(batcher._threads)
+
+    async def scenario() -> None:
+        assert alive() == 0  # a loaded model without traffic holds no thread
+        runtime.gate.clear()
+        tasks = [asyncio.ensure_future(batcher.run(Call(rows(1, start=k), ["y"], None, None))) for k in range(6)]
+        await wait_until(lambda: runtime.running == 2, "both instances busy")
+        assert alive() == 2
+        runtime.gate.set()
+        results = await asyncio.gather(*tasks)
+        assert [float(r[0]["y"][0, 0]) for r in results] == [2.0 * k for k in range(6)]
+        await wait_until(lambda: alive() == 0, "idle instance threads retired")
+        again = await batcher.run(Call(rows(1), ["y"], None, None))
+        np.testing.assert_array_equal(again[0]["y"], rows(1)["x"] * 2)
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert sum(runtime.calls) == 7 and runtime.most_at_once == 2

@@ -1,11 +1,13 @@
 """ThreadPool, the Executor that runs calls alone: results with queue/compute times, the runtime's errors mapped
-through the one table, calls whose deadline passed while queued skipped, executions recorded, parallelism bounded."""
+through the one table, calls whose deadline passed while queued skipped, executions recorded, parallelism bounded,
+threads started by traffic and retired when idle."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,4 +101,61 @@ def test_no_more_calls_at_once_than_instances(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         fake.gate.set()
+        pool.close()
+
+
+def _alive(pool: ThreadPool) -> int:
+    with pool._cond:
+        return len(pool._threads)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"still not true after 60 s: {what}"
+        await asyncio.sleep(0.005)
+
+
+def test_threads_start_with_traffic_and_retire_when_idle(tmp_path: Path) -> None:
+    fake = runtime(tmp_path)
+    fake.gate = threading.Event()
+    pool = ThreadPool(fake, 2, idle_s=0.2)
+    assert _alive(pool) == 0  # a loaded model without traffic holds no thread
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(pool.run(call()))
+        assert await asyncio.to_thread(fake.entered.acquire, True, 10)
+        assert _alive(pool) == 1  # one call, one thread
+        rest = [asyncio.ensure_future(pool.run(call())) for _ in range(4)]
+        assert await asyncio.to_thread(fake.entered.acquire, True, 10)
+        assert _alive(pool) == 2  # never more than instances
+        fake.gate.set()
+        await asyncio.gather(first, *rest)
+        assert fake.calls == 5
+        await _until(lambda: _alive(pool) == 0, "idle threads retired")
+        assert (await pool.run(call()))[0]["y"].tolist() == [[2.0, 4.0, 6.0]]  # and a new call starts one again
+        assert _alive(pool) == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        fake.gate.set()
+        pool.close()
+    assert not any(t.is_alive() for t in pool._threads)
+    with pytest.raises(InferenceFailed, match="being unloaded"):
+        asyncio.run(pool.run(call()))
+
+
+def test_calls_racing_a_retiring_thread_are_all_served(tmp_path: Path) -> None:
+    pool = ThreadPool(runtime(tmp_path), 2, idle_s=0.001)  # threads retire almost as soon as the queue empties
+
+    async def scenario() -> None:
+        for _ in range(200):
+            results = await asyncio.gather(*(pool.run(call()) for _ in range(3)))
+            assert all(r[0]["y"].tolist() == [[2.0, 4.0, 6.0]] for r in results)
+            await asyncio.sleep(0.001 * (_ % 3))
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
         pool.close()
