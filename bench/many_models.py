@@ -27,22 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.cli.bench.server import GatewayProcess
-from tests.onnx_models import dense_model
+from tests.onnx_models import dense_copies
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def build_store(root: Path, count: int, config: str) -> list[str]:
-    names = [f"m{i:04d}" for i in range(count)]
-    template = dense_model(root / "_template.onnx")
-    data = template.read_bytes()
-    template.unlink()
-    for name in names:
-        folder = root / name / "1"
-        folder.mkdir(parents=True)
-        (folder / "model.onnx").write_bytes(data)
-        (root / name / "config.yaml").write_text(config)
-    return names
 
 
 def rss_mb(pid: int) -> float:
@@ -74,7 +61,7 @@ def measure(count: int, args: argparse.Namespace, checkout: str | None) -> dict[
         os.environ["PYTHONPATH"] = str(Path(checkout).resolve())
         os.chdir(checkout)
     with tempfile.TemporaryDirectory(prefix="many-models-") as tmp:
-        names = build_store(Path(tmp), count, args.config)
+        names = dense_copies(Path(tmp), count, args.config)
         server = GatewayProcess(
             tmp, ["--strict-readiness", "--poll-interval", str(args.poll_interval), *args.server_args]
         )

@@ -29,26 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.cli.bench.load import LoadWindow, RestLoad, closed_loop, random_inputs
 from gateway.cli.bench.server import GatewayProcess
-from tests.onnx_models import dense_model
+from tests.onnx_models import dense_copies
 
 ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 INPUTS = [{"name": "x", "datatype": "FP32", "shape": [-1, 16]}]
-
-
-def build_store(root: Path, count: int) -> list[str]:
-    names = [f"m{i:04d}" for i in range(count)]
-    template = dense_model(root / "_template.onnx")
-    data = template.read_bytes()
-    template.unlink()
-    for name in names:
-        folder = root / name / "1"
-        folder.mkdir(parents=True)
-        (folder / "model.onnx").write_bytes(data)
-        (root / name / "config.yaml").write_text("sla: {p99_ms: 20}\n")
-    return names
 
 
 def scraper(url: str, stop: Any, out: Any) -> None:
@@ -90,7 +77,7 @@ async def warm_all(base: str, names: list[str], per_model: int) -> None:
 
 def one_count(count: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        names = build_store(Path(tmp), count)
+        names = dense_copies(Path(tmp), count, "sla: {p99_ms: 20}\n")
         server = GatewayProcess(tmp, ["--poll-interval", "0", *args.server_arg])
         server.start(timeout=600)
         try:

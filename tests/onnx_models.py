@@ -275,3 +275,18 @@ def heavy_model(path: Path, width: int = 16, hidden: int = 1024, layers: int = 1
         [numpy_helper.from_array(a, n) for a, n in ((up, "UP"), (mid, "MID"), (down, "DOWN"))],
     )
     return _save(graph, path)
+
+
+def dense_copies(root: Path, count: int, config: str) -> list[str]:
+    """A store of ``count`` copies of ``dense_model`` (``m0000``, ``m0001`` ...), each with ``config`` as its
+    config.yaml: many small models for the benchmarks that measure per-model costs."""
+    names = [f"m{i:04d}" for i in range(count)]
+    template = dense_model(root / "_template.onnx")
+    data = template.read_bytes()
+    template.unlink()
+    for name in names:
+        folder = root / name / "1"
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(data)
+        (root / name / "config.yaml").write_text(config)
+    return names
