@@ -44,6 +44,8 @@ log = logging.getLogger("tensorgate.server")
 class Server:
     """One tensorgate process: ``await Server(settings).run()`` until a signal or ``stop()``."""
 
+    stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -170,7 +172,7 @@ class Server:
     async def run(self) -> int:
         """Serve until stopped; the exit status (1 when ``--exit-on-error`` refused the start)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.stop_signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 from typing import Any
@@ -43,6 +44,10 @@ class RemoteControl:
 
 
 class WorkerServer(Server):
+    # SIGINT (Ctrl-C reaches the whole process group) is the supervisor's to handle: it then sends SIGTERM, so a
+    # worker never exits on its own before the supervisor knows it is stopping (it would be restarted)
+    stop_signals = (signal.SIGTERM,)
+
     def __init__(self, settings: Settings, slot: int, link_fd: int, http_fd: int, metrics_fd: int | None) -> None:
         self.slot = slot
         self._fds = (link_fd, http_fd, metrics_fd)
@@ -217,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = orjson.loads((argv or sys.argv[1:])[0])
     settings = Settings(**spec["settings"])
     setup_logging(settings.log_level, settings.log_format, process=f"worker-{spec['slot']}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     server = WorkerServer(settings, spec["slot"], spec["link"], spec["http"], spec.get("metrics"))
     return run_loop(server.run())
 

@@ -176,12 +176,18 @@ def test_swap_leaves_no_worker_on_the_old_version(served: ServerProcess, store: 
     assert resp.status_code in (400, 404), resp.text
 
 
-def test_repository_unload_acts_on_every_worker_and_sigterm_exits_0(store: Path, tmp_path: Path) -> None:
-    args = ["--workers", "2", "--model-control", "explicit", "--load-model", "dense"]
+def test_repository_api_acts_on_every_worker_and_sigterm_exits_0(store: Path, tmp_path: Path) -> None:
+    args = ["--workers", "2", "--model-control", "explicit", "--load-model", "dense", "--metrics-port", "0"]
     server = ServerProcess(store, tmp_path, args).start()
     try:
         for _ in range(4):
             rest_infer(server.http_url)
+        # the dedicated metrics port (shared by the workers like the HTTP port) serves the same sums
+        text = httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").text
+        assert (
+            'tensorgate_requests_total{model="dense",version="1",runtime="onnx",protocol="rest",code="OK"} 4.0' in text
+        )
+        assert httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/v2/health/ready").status_code == 200
         with tg.InferenceServerClient(server.grpc) as client:
             client.unload_model("dense")  # over gRPC, on whichever worker
         for _ in range(20):  # no worker serves it any more
