@@ -95,7 +95,8 @@ class FleetHost(ModelHost):
         )
         failed = [f"worker {slot}: {reason}" for slot, (ok, reason) in sorted(staged.items()) if not ok]
         refusal = "; ".join(failed) if failed else None
-        await sup.broadcast("decide", name=name, version=version, refusal=refusal, only=set(staged))
+        await sup.broadcast("decide", name=name, version=version, refusal=refusal)  # (a worker that failed to answer
+        # ``load`` still holds a gate: it is released too)
         formats = [fmt for ok, fmt in staged.values() if ok]
         fmt = formats[0] if formats else (previous.format if previous is not None else "")
         if refusal is not None:
