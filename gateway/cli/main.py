@@ -35,6 +35,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config-overrides", help="folder of <model>.yaml files merged into the store's config.yaml field by field"
     )
+    p.add_argument(
+        "--workers",
+        help="server processes sharing the ports (default 1; auto: the CPUs the container may use; README: Workers)",
+    )
     p.add_argument("--port-file", help="write {http, grpc, metrics} ports as JSON once listening")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--log-format", choices=["text", "json"])

@@ -24,7 +24,10 @@ from gateway.server.tls import certificate_files
 log = logging.getLogger("tensorgate.grpc")
 
 
-async def start_grpc(dataplane: DataPlane, settings: Settings, guard: Guard | None = None) -> tuple[Any, int]:
+async def start_grpc(
+    dataplane: DataPlane, settings: Settings, guard: Guard | None = None, *, reuse_port: bool = False
+) -> tuple[Any, int]:
+    """The gRPC server, started; ``reuse_port``: the port is shared with the other worker processes."""
     options = [
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
@@ -32,7 +35,7 @@ async def start_grpc(dataplane: DataPlane, settings: Settings, guard: Guard | No
         ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     handlers = []
     try:

@@ -46,6 +46,11 @@ class ModelController:
         self._parsed: dict[str, tuple[ConfigFile | None, bytes | None, ModelConfig]] = {}  # raw texts -> parsed config
         self._lock = asyncio.Lock()
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held by every change of what is loaded (a new worker process catching up holds it too)."""
+        return self._lock
+
     async def sync(self, only: Iterable[str] | None = None) -> None:
         """Read the store once and apply every model's version policy and config."""
         async with self._lock:

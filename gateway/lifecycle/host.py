@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ class ModelHost:
         load_threads: int = 1,
         on_ready: Callable[[ModelVersion], Any] | None = None,
         drain_timeout: float = 30.0,
+        gate: Callable[[ModelVersion], Awaitable[str | None]] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -53,6 +54,9 @@ class ModelHost:
         self.routes: dict[str, RouteEntry] = {}  # replaced as a whole by publish_routes
         self.drain_timeout = drain_timeout
         self._on_ready = on_ready
+        # asked once a version is loaded and warm, before it is published: None publishes it, a reason discards it
+        # (a worker process publishes only when every worker has the version ready: gateway.server.worker)
+        self._gate = gate
         self._load_pool = ThreadPoolExecutor(max_workers=load_threads, thread_name_prefix="tg-load")
 
     # -- what the router and the data plane read ---------------------------------------------------------------
@@ -132,17 +136,15 @@ class ModelHost:
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeLoadError) else str(exc)
             fmt = detected[0] if detected else "unknown"
             self.metrics.observe_load(name, str(version), fmt, time.perf_counter() - start, ok=False)
-            log.error("failed to load %s v%s: %s", name, version, reason)
-            if previous is not None and previous.state == READY:
-                # the old files keep serving; the failure shows in the index through the serving row's reason
-                previous.status.reason = f"reload failed, still serving the previous load: {reason}"
-                return
-            entry.versions[version] = ModelVersion(
-                name, version, config, fingerprint, format=fmt, status=VersionStatus(UNAVAILABLE, reason)
-            )
-            self.metrics.set_state(name, str(version), fmt, UNAVAILABLE)
+            self._failed(entry, previous, version, config, fingerprint, fmt, reason)
             return
         seconds = time.perf_counter() - start
+        if self._gate is not None:
+            refusal = await self._gate(model)
+            if refusal is not None:
+                await loop.run_in_executor(self._load_pool, self._close_blocking, model)
+                self._failed(entry, previous, version, config, fingerprint, model.format, refusal)
+                return
         self.metrics.observe_load(name, str(version), model.format, seconds, ok=True)
         self.metrics.set_sla(name, str(version), model.format, config.sla.targets())
         model.status.state = READY
@@ -153,6 +155,27 @@ class ModelHost:
         log.info("%s v%s READY (%s, %.2fs)", name, version, model.format, seconds)
         if previous is not None and previous is not model:
             await self._drain_and_close(previous)
+
+    def _failed(
+        self,
+        entry: ModelEntry,
+        previous: ModelVersion | None,
+        version: int,
+        config: ModelConfig,
+        fingerprint: str,
+        fmt: str,
+        reason: str,
+    ) -> None:
+        name = entry.name
+        log.error("failed to load %s v%s: %s", name, version, reason)
+        if previous is not None and previous.state == READY:
+            # the old files keep serving; the failure shows in the index through the serving row's reason
+            previous.status.reason = f"reload failed, still serving the previous load: {reason}"
+            return
+        entry.versions[version] = ModelVersion(
+            name, version, config, fingerprint, format=fmt, status=VersionStatus(UNAVAILABLE, reason)
+        )
+        self.metrics.set_state(name, str(version), fmt, UNAVAILABLE)
 
     def _load_blocking(
         self, name: str, version: int, config: ModelConfig, fingerprint: str, detected: list[str]

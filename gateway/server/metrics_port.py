@@ -82,10 +82,24 @@ class MetricsPort:
     """``MetricsPort(metrics, host, port, dataplane, guard).start()`` -> the bound port; ``close()`` stops it."""
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, dataplane: DataPlane | None = None, guard: Guard | None = None
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        dataplane: DataPlane | None = None,
+        guard: Guard | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        """``sock``: a listening socket to serve (one shared by worker processes) instead of binding ``port``."""
         _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._server = _Server((host, port), _Handler)
+        self._server = _Server((host, port), _Handler, bind_and_activate=sock is None)
+        if sock is not None:
+            self._server.socket.close()
+            self._server.socket = sock
+            # another worker may accept the connection this one was woken for: a blocking accept would then wait
+            # for the next scrape (and hold up shutdown); socketserver drops the BlockingIOError instead
+            sock.setblocking(False)
+            self._server.server_address = sock.getsockname()
         self._server.metrics = metrics
         self._server.dataplane = dataplane
         self._server.guard = guard

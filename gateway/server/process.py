@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,15 @@ log = logging.getLogger("tensorgate.server")
 class Server:
     """One tensorgate process: ``await Server(settings).run()`` until a signal or ``stop()``."""
 
+    stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
         options: dict[str, Any] = {}
         if settings.cache_dir:
             options["cache_dir"] = settings.cache_dir
-        self.store = _open_store(settings, options)
+        self.store = open_model_store(settings, options)
         assembler = Assembler(
             runtime_class,
             self.metrics,
@@ -58,7 +61,9 @@ class Server:
             allow_pickle=settings.allow_pickle,
             idle_thread_s=settings.idle_thread_s,
         )
-        self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
+        self.host = ModelHost(
+            self.store, self.metrics, assembler, load_threads=settings.load_threads, **self._host_hooks()
+        )
         if settings.metrics_compat == "triton":
             host = self.host
             self.metrics.enable_triton(lambda: [(m.labels, m.stats) for m in host.serving()])
@@ -71,7 +76,7 @@ class Server:
         )
         self.tracing = _tracing() if settings.tracing else None
         self.guard = Guard(KeyRing(Path(settings.auth_keys)) if settings.auth_keys else None, settings.auth_open)
-        control = RestrictedControl(self.controller, self.guard, explicit=settings.model_control == "explicit")
+        control = RestrictedControl(self._control(), self.guard, explicit=settings.model_control == "explicit")
         routes = RouteRouter(self.host, self.metrics.routes)
         router = ModelAccessRouter(routes) if self.guard.enabled else routes
         self.dataplane = DataPlane(
@@ -85,6 +90,25 @@ class Server:
         self._grpc: Any = None
         self._metrics_port: MetricsPort | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.shared_ports = False  # a worker: the gRPC port is shared with the other workers (SO_REUSEPORT)
+
+    # -- what a worker process replaces (gateway.server.worker) ------------------------------------------------
+    def _host_hooks(self) -> dict[str, Any]:
+        return {}
+
+    def _control(self) -> Any:
+        return self.controller
+
+    def _http_socket(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, port))
+        sock.listen(2048)
+        return sock
+
+    def _metrics_socket(self) -> socket.socket | None:
+        return None
 
     async def start(self) -> None:
         from gateway.rest.app import create_app
@@ -97,10 +121,12 @@ class Server:
         if s.grpc_port >= 0:
             from gateway.grpc.server import start_grpc
 
-            self._grpc, grpc_port = await start_grpc(self.dataplane, s, self.guard)
+            self._grpc, grpc_port = await start_grpc(self.dataplane, s, self.guard, reuse_port=self.shared_ports)
             self.ports["grpc"] = grpc_port
         if s.metrics_port >= 0:
-            self._metrics_port = MetricsPort(self.metrics, s.host, s.metrics_port, self.dataplane, self.guard)
+            self._metrics_port = MetricsPort(
+                self.metrics, s.host, s.metrics_port, self.dataplane, self.guard, sock=self._metrics_socket()
+            )
             self.ports["metrics"] = self._metrics_port.start()
         log.info(
             "tensorgate %s listening: %s %s:%d, grpc %s, store %s (%s mode)%s",
@@ -109,56 +135,25 @@ class Server:
         )  # fmt: skip
         if s.port_file:
             await asyncio.to_thread(_write_atomically, Path(s.port_file), orjson.dumps(self.ports))
-        await self._initial_load()
-        if s.exit_on_error:
-            problems = self.controller.failed()
-            if s.model_control != "explicit" and not self.controller.listed:
-                problems.insert(0, f"store {self.store.uri}: {self.controller.store_reason or 'not listed'}")
-            if problems:
-                raise StartupError("--exit-on-error: " + "; ".join(problems))
+        await self._serve_models()
+
+    async def _serve_models(self) -> None:
+        """The initial load, then following the store (a worker follows its supervisor instead)."""
+        s = self.settings
+        await initial_load(self.controller, s)
+        check_startup(self.controller, s)
         if s.strict_readiness:
             need_listing = s.model_control != "explicit"
             self.dataplane.readiness = lambda: self.controller.unready(need_listing)
         self.dataplane.started = True
-        if s.model_control == "poll" and self._poll_interval() > 0:
+        if s.model_control == "poll" and poll_interval(s) > 0:
             self._tasks.append(asyncio.create_task(self._poll()))
 
-    async def _initial_load(self) -> None:
-        s = self.settings
-        if s.model_control == "explicit":
-            names = s.load_models
-            if names == ["*"]:
-                await self.controller.sync()
-            elif names:
-                for name in names:
-                    try:
-                        await self.controller.load(name)
-                    except Exception as exc:
-                        log.error("could not load %s at startup: %s", name, exc)
-            return
-        await self.controller.sync()
-
-    def _poll_interval(self) -> float:
-        """Seconds between store polls: --poll-interval, or TF Serving's file poll period when that is shorter
-        (a model config file is re-read at a poll); 0: no polling."""
-        s = self.settings
-        periods = [s.poll_interval, s.model_config_file_poll_wait_seconds if s.model_config_file else 0.0]
-        return min((p for p in periods if p > 0), default=0.0)
-
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_interval())
-            try:
-                await self.controller.sync()
-            except Exception:
-                log.exception("store poll failed")
+        await poll_store(self.controller, poll_interval(self.settings))
 
     async def _start_uvicorn(self, app: Any, port: int, tls: ServerTLS | None = None) -> tuple[uvicorn.Server, int]:
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.host, port))
-        sock.listen(2048)
+        sock = self._http_socket(port)
         sock.setblocking(False)
         config = uvicorn.Config(
             app,
@@ -188,7 +183,7 @@ class Server:
     async def run(self) -> int:
         """Serve until stopped; the exit status (1 when ``--exit-on-error`` refused the start)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.stop_signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         try:
@@ -229,7 +224,7 @@ class Server:
         log.info("stopped")
 
 
-def _open_store(settings: Settings, options: dict[str, Any]) -> ModelStore:
+def open_model_store(settings: Settings, options: dict[str, Any]) -> ModelStore:
     """The store: TF Serving's model config file or one-model base path when given, else --store."""
     if not settings.model_config_file and not settings.model_base_path:
         return open_store(settings.store, **options)
@@ -245,6 +240,49 @@ def _open_store(settings: Settings, options: dict[str, Any]) -> ModelStore:
     except ConfigError as exc:
         flag = "--model_base_path" if settings.model_base_path else "--model_config_file"
         raise SystemExit(f"{flag}: {exc}") from None
+
+
+async def initial_load(controller: ModelController, s: Settings) -> None:
+    """What serves from the start: the whole store, or in explicit mode the ``--load-model`` names."""
+    if s.model_control == "explicit":
+        names = s.load_models
+        if names == ["*"]:
+            await controller.sync()
+        elif names:
+            for name in names:
+                try:
+                    await controller.load(name)
+                except Exception as exc:
+                    log.error("could not load %s at startup: %s", name, exc)
+        return
+    await controller.sync()
+
+
+def check_startup(controller: ModelController, s: Settings) -> None:
+    """``--exit-on-error``: StartupError when a model failed to load or the store could not be listed."""
+    if not s.exit_on_error:
+        return
+    problems = controller.failed()
+    if s.model_control != "explicit" and not controller.listed:
+        problems.insert(0, f"store {controller.store.uri}: {controller.store_reason or 'not listed'}")
+    if problems:
+        raise StartupError("--exit-on-error: " + "; ".join(problems))
+
+
+def poll_interval(s: Settings) -> float:
+    """Seconds between store polls: --poll-interval, or TF Serving's file poll period when that is shorter
+    (a model config file is re-read at a poll); 0: no polling."""
+    periods = [s.poll_interval, s.model_config_file_poll_wait_seconds if s.model_config_file else 0.0]
+    return min((p for p in periods if p > 0), default=0.0)
+
+
+async def poll_store(controller: ModelController, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await controller.sync()
+        except Exception:
+            log.exception("store poll failed")
 
 
 def _tracing() -> Tracing:
@@ -265,7 +303,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def run(settings: Settings) -> int:
-    """Run the server on uvloop until SIGTERM/SIGINT; the exit status."""
+    """Run the server on uvloop until SIGTERM/SIGINT; the exit status. With ``--workers`` above one, a supervisor
+    runs that many server processes (gateway.server.supervisor)."""
+    workers = settings.worker_count()
+    if workers > 1:
+        from gateway.server.supervisor import Supervisor
+
+        return run_loop(Supervisor(settings, workers).run())
+    return run_loop(Server(settings).run())
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """``main`` on uvloop."""
     try:
         import uvloop
 
@@ -273,4 +322,4 @@ def run(settings: Settings) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.Runner()
     with runner:
-        return runner.run(Server(settings).run())
+        return runner.run(main)

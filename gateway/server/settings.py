@@ -3,7 +3,7 @@ with ``tracing`` on, the OpenTelemetry SDK reads its own standard OTEL_* variabl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,3 +60,13 @@ class Settings(BaseSettings):
     allow_client_shm: bool = False  # Triton's system shared memory: clients may register /dev/shm objects
     body_timeout: float = Field(default=30.0, gt=0)  # seconds a request body may take to arrive (408 beyond)
     header_timeout: float = Field(default=10.0, gt=0)  # seconds a request head may take (connection closed beyond)
+    # -- workers (README "Workers"): server processes sharing the ports under one supervisor; auto = usable CPUs
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+
+    def worker_count(self) -> int:
+        """How many server processes ``workers`` asks for (``auto``: the CPUs this container may use)."""
+        if self.workers == "auto":
+            from gateway.server.cpus import usable_cpus
+
+            return usable_cpus()
+        return self.workers

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,9 @@ class Metrics:
         self.started = time.time()
         self._renderer: Any = None
         self.triton: Any = None  # TritonFamilies with --metrics-compat triton (see enable_triton)
+        # where the exposition comes from when this process is one of several workers (the supervisor's sum over
+        # all of them, gateway.telemetry.fleet); called from a thread, never on the event loop
+        self.source: Callable[[bool], bytes] | None = None
         from gateway.telemetry.route_metrics import RouteMetrics  # imports this module's histogram
 
         self.routes = RouteMetrics()
@@ -190,6 +193,8 @@ class Metrics:
     # -- exposition --------------------------------------------------------------------------------------------
     def exposition(self, openmetrics: bool = False) -> bytes:
         """The whole exposition; safe to call from any thread (it only reads, through copies)."""
+        if self.source is not None:
+            return self.source(openmetrics)
         if self._renderer is None:
             from gateway.telemetry.exposition import Renderer
 

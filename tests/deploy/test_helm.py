@@ -464,6 +464,8 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "unknown model runtime": {"models": {"m": {"runtime": "tensorrt"}}},
     "bad digest": {"image": {"digest": "latest"}},
     "unknown auth group": {"auth": {"open": ["everything"]}},
+    "workers not a number": {"server": {"workers": "many"}},
+    "no workers": {"server": {"workers": 0}},
 }  # fmt: skip
 
 
@@ -535,3 +537,15 @@ def test_access_log_and_tracing_values() -> None:
         "OTEL_TRACES_SAMPLER_ARG": "0.05",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
     }
+
+
+def test_workers_value() -> None:
+    """One process by default; a number or auto reaches the server as TENSORGATE_WORKERS, which it accepts."""
+    assert config_env(render_chart())["TENSORGATE_WORKERS"] == "1"
+    for workers, count in (("auto", None), (4, 4)):
+        env = config_env(render_chart({"server": {"workers": workers}}))
+        assert env["TENSORGATE_WORKERS"] == str(workers)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TENSORGATE_WORKERS", env["TENSORGATE_WORKERS"])
+            settings = Settings()
+        assert settings.worker_count() == (count or settings.worker_count()) >= 1
