@@ -46,6 +46,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="OpenTelemetry spans over OTLP, configured by OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...",
     )
+    p.add_argument(
+        "--memory-budget",
+        help="bytes the isolated models' processes may hold together (e.g. 4GiB); beyond it the least recently "
+        "used are unloaded and load again on request (README: Isolation and the memory budget)",
+    )
     sec = p.add_argument_group("security (README: Security)")
     sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
     sec.add_argument(

@@ -53,7 +53,9 @@ class Server:
         assembler = Assembler(runtime_class, self.metrics, Warmer(self.store).warm, allow_pickle=settings.allow_pickle)
         self.host = ModelHost(self.store, self.metrics, assembler, load_threads=settings.load_threads)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
-        self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
+        self.controller = ModelController(
+            self.store, self.host, self.metrics, config_overrides=overrides, memory_budget=settings.memory_budget
+        )
         self.access_log = (
             AccessLog(settings.log_format, settings.access_log_sample, settings.access_log_slow_ms)
             if settings.access_log
@@ -68,6 +70,8 @@ class Server:
             self.host, router, self.metrics, control, ServerInfo(version=__version__),
             access_log=self.access_log, tracing=self.tracing,
         )  # fmt: skip
+        if settings.memory_budget is not None:
+            self.dataplane.on_demand = self.controller  # a model parked by the budget loads for its request
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._http: uvicorn.Server | None = None
