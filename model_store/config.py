@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from model_store.base import CONFIG_FILE, PBTXT_FILE, ConfigFile
 
+#: formats whose compiled native code can abort the process on a bad input: isolated unless the config says otherwise
+ISOLATED_BY_DEFAULT = frozenset({"torch_aoti"})
+
 
 class ConfigError(ValueError):
     """A model's config.yaml is malformed; the message names the field."""
@@ -141,6 +144,9 @@ class ModelConfig(_Strict):
     max_batch_size: int | None = Field(default=None, ge=0)
     batching: Batching | None = None
     instances: int = Field(default=2, ge=1)
+    # "process": the runtime runs in a child process (README "Isolation and the memory budget"); unset: "process"
+    # for the formats in ISOLATED_BY_DEFAULT, "none" for the others
+    isolation: Literal["none", "process"] | None = None
     max_queue_size: int = Field(default=256, ge=1)
     timeout_ms: float | None = Field(default=None, gt=0)
     sla: SLA = Field(default_factory=SLA)
@@ -211,6 +217,12 @@ class ModelConfig(_Strict):
                 f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigError(f"{where}: {problems}") from exc
+
+    def isolated(self, fmt: str) -> bool:
+        """Whether a version in format ``fmt`` runs in its own process."""
+        if self.isolation is None:
+            return fmt in ISOLATED_BY_DEFAULT
+        return self.isolation == "process"
 
     def runtime_options(self) -> dict[str, Any]:
         """What a Runtime's ``load`` gets: ``options`` plus the ``inputs``/``outputs`` signature overrides."""

@@ -6,11 +6,12 @@ import importlib
 import zipfile
 from pathlib import Path
 
-from runtimes.base import Runtime, RuntimeInputError, RuntimeLoadError, Signature, TensorSpec
+from runtimes.base import Runtime, RuntimeCrashed, RuntimeInputError, RuntimeLoadError, Signature, TensorSpec
 
 __all__ = [
     "RUNTIMES",
     "Runtime",
+    "RuntimeCrashed",
     "RuntimeInputError",
     "RuntimeLoadError",
     "Signature",

@@ -24,6 +24,10 @@ class RuntimeLoadError(RuntimeError):
     """The artefact could not be loaded (missing, corrupt, wrong framework version)."""
 
 
+class RuntimeCrashed(RuntimeError):
+    """The process running the runtime (an isolated runtime's child) exited: the call cannot be answered."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One tensor of a signature: V2 datatype name and shape, -1 for a free dimension."""

@@ -40,6 +40,49 @@ class Pair(nn.Module):
         return x * 2, x.sum(1, keepdim=True)
 
 
+TEXT_VOCAB = 50
+TEXT_LENGTH = 128
+
+
+class TextEncoder(nn.Module):
+    """ids [N, 128] INT64 token ids (< 50) -> [N, 4]: an embedding (row 0 is padding, so ids are shifted by one and
+    the exporter cannot bound them) and a one-layer transformer encoder. An AOTInductor build of it aborts the
+    process (c10::Error inside an OpenMP region, then std::terminate) on a batch holding an id beyond the vocabulary.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(TEXT_VOCAB + 1, 32, padding_idx=0)
+        layer = nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embedding(ids + 1)).mean(1))
+
+
+def text_encoder(seed: int = 0) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TextEncoder().eval()
+
+
+_TEXT: dict[Path, Path] = {}
+
+
+def shared_text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding ``text_torch_aoti`` (``TextEncoder`` compiled by AOTInductor once per session, batch 1..8)."""
+    key = tmp_path_factory.getbasetemp()
+    if key not in _TEXT:
+        root = tmp_path_factory.mktemp("text_store")
+        inputs = [f"ids:INT64:-1,{TEXT_LENGTH}"]
+        export_torch(
+            "tests.torch_models:text_encoder", root, "text", inputs, max_batch=MAX_BATCH, formats=("torch_aoti",)
+        )
+        _TEXT[key] = root
+    return _TEXT[key]
+
+
 def two_heads(seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

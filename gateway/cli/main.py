@@ -77,6 +77,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     tfs.add_argument("--rest_api_port", type=int, dest="http_port", help="TF Serving's spelling of --http-port")
     tfs.add_argument("--port", type=int, dest="grpc_port", help="TF Serving's spelling of --grpc-port")
     p.add_argument("--server-name", help="the name server metadata gives (default tensorgate; triton for its clients)")
+    p.add_argument(
+        "--memory-budget",
+        help="bytes the isolated models' processes may hold together (e.g. 4GiB); beyond it the least recently "
+        "used are unloaded and load again on request (README: Isolation and the memory budget)",
+    )
     sec = p.add_argument_group("security (README: Security)")
     sec.add_argument("--auth-keys", help="YAML file of SHA-256-hashed API keys with scopes and models; enables auth")
     sec.add_argument(

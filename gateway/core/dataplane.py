@@ -9,6 +9,7 @@ the request to the next one and an answered request may be mirrored to the route
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -17,10 +18,12 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.core.classification import apply_classification
 from gateway.core.errors import (
+    DeadlineExceeded,
     GatewayError,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
+    ModelNotReady,
     Overloaded,
     RegionNotFound,
     ServerUnavailable,
@@ -81,6 +84,14 @@ class Control(Protocol):
     async def unload(self, name: str) -> None: ...
 
 
+class OnDemand(Protocol):
+    """Models kept unloaded by the memory budget until a request comes (the lifecycle controller)."""
+
+    def parked(self, name: str) -> bool: ...
+
+    def load_parked(self, name: str) -> Awaitable[None]: ...
+
+
 class DataPlane:
     """Protocol-neutral operations; every transport calls exactly these."""
 
@@ -109,6 +120,7 @@ class DataPlane:
         self.stopping = False  # shutting down: not ready, but still serving (load balancers are catching up)
         self.draining = False  # past the shutdown delay: new requests are refused, in-flight ones finish
         self.readiness: Callable[[], str | None] | None = None  # why not ready (None: ready); strict readiness
+        self.on_demand: OnDemand | None = None  # with a memory budget: loads a parked model for its request
 
     # -- inference ---------------------------------------------------------------------------------------------
     async def infer(
@@ -133,6 +145,8 @@ class DataPlane:
         try:
             if self.draining:
                 raise ServerUnavailable("server is shutting down")
+            if self.on_demand is not None and name:
+                await self._load_on_demand(name)
             request = await decode(x)
             if wants_shared_memory(request):
                 lease = self.shared_memory.lease()
@@ -146,7 +160,13 @@ class DataPlane:
             if model is None:
                 if x.key is None:
                     x.key = _route_key(request.parameters)
-                model = x.resolve(request.model, request.version)
+                try:
+                    model = x.resolve(request.model, request.version)
+                except ModelNotReady:
+                    if self.on_demand is None or not self.on_demand.parked(request.model):
+                        raise
+                    await self._load_on_demand(request.model)
+                    model = x.resolve(request.model, request.version)
             inputs, outputs, rows = validate(model, request)
             plan = x.plan
             while True:  # one attempt for a model; a route's plan may move the request to its next variant
@@ -190,6 +210,22 @@ class DataPlane:
                 lease.release()
         self.outcomes.ok(x, model, rows, queue, compute)
         return encoded
+
+    async def _load_on_demand(self, name: str) -> None:
+        """A model parked by the memory budget loads now; the request waits up to the model's timeout."""
+        on_demand = self.on_demand
+        if on_demand is None or not on_demand.parked(name):
+            return
+        entry = self.models.get(name)
+        timeout_ms = entry.config.timeout_ms if entry is not None else None
+        try:
+            async with asyncio.timeout(timeout_ms / 1000.0 if timeout_ms is not None else None):
+                await on_demand.load_parked(name)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model {name!r} was loading on request (memory budget) and did not finish within its timeout "
+                f"({timeout_ms:g} ms); it keeps loading"
+            ) from None
 
     @staticmethod
     def _deadline(model: ModelVersion, request: InferRequest) -> float | None:

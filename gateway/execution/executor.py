@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gateway.core.errors import DeadlineExceeded, GatewayError, InferenceFailed, InvalidInput
-from runtimes import Runtime, RuntimeInputError
+from gateway.core.errors import DeadlineExceeded, GatewayError, InferenceFailed, InvalidInput, ModelNotReady
+from runtimes import Runtime, RuntimeCrashed, RuntimeInputError
 
 log = logging.getLogger("tensorgate.execution")
 
@@ -51,11 +51,14 @@ class Executor(Protocol):
 def infer(
     runtime: Runtime, inputs: dict[str, np.ndarray], outputs: list[str], signature: str | None = None
 ) -> dict[str, np.ndarray]:
-    """The runtime call: a client's mistake the runtime detects is InvalidInput, any other failure InferenceFailed."""
+    """The runtime call: a client's mistake the runtime detects is InvalidInput, an isolated runtime's process that
+    exited ModelNotReady (UNAVAILABLE: a route's fallback retries elsewhere), any other failure InferenceFailed."""
     try:
         return runtime.infer(inputs, outputs, signature)
     except RuntimeInputError as exc:
         raise InvalidInput(str(exc)) from exc
+    except RuntimeCrashed as exc:
+        raise ModelNotReady(f"{exc}; restarting") from exc
     except GatewayError:
         raise
     except Exception as exc:

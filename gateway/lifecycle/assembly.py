@@ -1,6 +1,6 @@
 """Assembly: turns a fetched version folder into a ModelVersion ready to publish — the runtime for its format with
-its options (per-runtime special cases live here), the executor its config asks for (a thread pool, or a dynamic
-batcher) wired to its statistics and metrics, and the warm-up.
+its options (per-runtime special cases live here; in a child process when the config isolates it), the executor
+its config asks for (a thread pool, or a dynamic batcher) wired to its statistics and metrics, and the warm-up.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.stats import ModelStats
 from model_store import ModelConfig
 from runtimes import Runtime, RuntimeLoadError, Signature
+from runtimes.isolation import ProcessRuntime
 
 RuntimeFactory = Callable[[str], type[Runtime]]
 WarmUp = Callable[[ModelVersion], None]
@@ -43,13 +44,18 @@ class Assembler:
     def assemble(
         self, name: str, version: int, config: ModelConfig, fingerprint: str, path: Path, fmt: str
     ) -> ModelVersion:
-        cls = self.factory(fmt)
-        runtime = cls()
+        isolated = config.isolated(fmt)
+        # an isolated runtime's framework is imported in its child only: the server never imports it for this model
+        runtime: Runtime = (
+            ProcessRuntime(fmt, f"{name} v{version}", config.instances) if isolated else self.factory(fmt)()
+        )
         options = config.runtime_options()
         if fmt == "torch_export" and self.allow_pickle:
             options.setdefault("allow_pickle", True)
         if fmt == "torch_aoti":
             options.setdefault("num_runners", config.instances)  # one AOTInductor runner per instance thread
+            if isolated:
+                options.setdefault("probe", False)  # the child is the probe: a crash while loading fails the load
         runtime.load(path, options)
         executor: Executor | None = None
         try:
@@ -58,7 +64,7 @@ class Assembler:
             stats = ModelStats()
             executor = self._executor(name, version, fmt, config, runtime, signature, stats)
             model = ModelVersion(
-                name, version, config, fingerprint, runtime, fmt, cls.platform, signature, executor, path,
+                name, version, config, fingerprint, runtime, fmt, runtime.platform, signature, executor, path,
                 loaded_at=time.time(), status=VersionStatus(), stats=stats,
             )  # fmt: skip
             if self.warmup is not None:

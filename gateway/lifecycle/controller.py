@@ -2,6 +2,10 @@
 policy and config (with its override merged in), the models pinned unloaded through the repository API — and asks the
 ModelHost to load and retire them. ``sync()`` follows the store; ``load``/``unload`` are the repository API.
 
+With a memory budget it also decides which isolated models stay loaded: each is measured (its runtime process's
+resident memory) once loaded; a load that would exceed the budget waits for a first request (the version is parked,
+its reason in the index), and a load on request first unloads the least recently used isolated models.
+
 It also decides which routes exist: a store folder with a ``route.yaml`` and no versions, an override file
 ``<route>.route.yaml``, or the variants exported from one source model; published to the host after each sync.
 """
@@ -17,22 +21,36 @@ from typing import Any
 
 from gateway.core.errors import InvalidInput, ModelNotFound, Unsupported
 from gateway.lifecycle.host import ModelHost
-from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE, RouteEntry
+from gateway.lifecycle.model import LOADING, READY, UNAVAILABLE, ModelEntry, ModelVersion, RouteEntry
 from gateway.telemetry.metrics import Metrics
 from model_store import ConfigError, ModelConfig, ModelStore, StoreError, StoreUnavailable
 from model_store.base import PBTXT_FILE, ConfigFile, check_model_name
+from model_store.config import ISOLATED_BY_DEFAULT
 from model_store.route import OVERRIDE_SUFFIX, ROUTE_FILE, RouteConfig, auto_routes
 from model_store.triton_config import json_to_text
 from runtimes import RUNTIMES
+from runtimes.isolation import ProcessRuntime
 
 log = logging.getLogger("tensorgate.controller")
+
+PARKED = "unloaded: memory budget (loads on its first request)"
+EVICTED = "unloaded: memory budget (least recently used; loads on its next request)"
 
 
 class ModelController:
     def __init__(
-        self, store: ModelStore, host: ModelHost, metrics: Metrics, *, config_overrides: Path | None = None
+        self,
+        store: ModelStore,
+        host: ModelHost,
+        metrics: Metrics,
+        *,
+        config_overrides: Path | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.store = store
+        self.memory_budget = memory_budget  # bytes the isolated models' processes may hold together (None: no limit)
+        self._sizes: dict[str, int] = {}  # each isolated model's resident memory when last loaded
+        self._demand: dict[str, asyncio.Task[None]] = {}  # loads on request in progress, by model
         self.host = host
         self.metrics = metrics
         self.config_overrides = config_overrides
@@ -180,10 +198,102 @@ class ModelController:
             unchanged = current is not None and current.fingerprint == fingerprint and not config_changed
             if unchanged and current is not None and current.state in (READY, LOADING, UNAVAILABLE):
                 continue  # serving or loading already; or failed before and unchanged since: not retried every poll
+            if self._budgeted(name, config):
+                await self._load_within_budget(entry, version, fingerprint, config, on_request=False)
+                continue
             loads.append(self.host.load(entry, version, fingerprint, config))
         if loads:
             await asyncio.gather(*loads)
         await self.host.retire(entry, set(desired))
+
+    # -- memory budget -----------------------------------------------------------------------------------------
+    def _budgeted(self, name: str, config: ModelConfig) -> bool:
+        """Whether loading ``name`` counts against the memory budget: it is isolated (known from its config, or
+        from a load before)."""
+        if self.memory_budget is None:
+            return False
+        if config.isolation is not None:
+            return config.isolation == "process"
+        entry = self.host.get(name)
+        formats = {m.format for m in entry.versions.values() if m.format} if entry is not None else set()
+        known = {config.runtime} if config.runtime else formats
+        return bool(known) and all(f in ISOLATED_BY_DEFAULT for f in known)
+
+    def _used(self, besides: str = "") -> int:
+        """Resident memory of the isolated models' processes now (all but ``besides``'s)."""
+        total = 0
+        for model in self.host.isolated():
+            if model.name != besides and model.runtime is not None:
+                total += _rss(model)
+        return total
+
+    def _estimate(self, name: str) -> int:
+        """What loading ``name`` will take: its size when last loaded, else the largest isolated model measured."""
+        return self._sizes.get(name, max(self._sizes.values(), default=0))
+
+    async def _load_within_budget(
+        self, entry: ModelEntry, version: int, fingerprint: str, config: ModelConfig, *, on_request: bool
+    ) -> None:
+        """Load an isolated version if it fits (on request: after unloading the least recently used isolated
+        models until it does); else park it until its first request. Over the budget afterwards (the estimate was
+        low), the least recently used others are unloaded."""
+        budget = self.memory_budget
+        assert budget is not None
+        name = entry.name
+        need = self._estimate(name)
+        if self._used(besides=name) + need > budget:
+            if not on_request:
+                log.info("%s v%s: not loaded, over the memory budget; it loads on its first request", name, version)
+                self.host.park(entry, version, fingerprint, config, PARKED)
+                return
+            await self._evict(name, need)
+        await self.host.load(entry, version, fingerprint, config)
+        model = entry.versions.get(version)
+        if model is None or model.state != READY or model.runtime is None:
+            return
+        size = _rss(model)
+        if size:
+            self._sizes[name] = size
+        if self._used() > budget:
+            await self._evict(name, 0)
+
+    async def _evict(self, keep: str, need: int) -> None:
+        """Unload the least recently used isolated models (never ``keep``) until ``need`` more bytes fit."""
+        budget = self.memory_budget
+        assert budget is not None
+        while self._used(besides=keep) + need > budget:
+            candidates = [m for m in self.host.isolated() if m.name != keep and m.state == READY]
+            if not candidates:
+                return
+            victim = min(candidates, key=_last_used)
+            entry = self.host.get(victim.name)
+            if entry is None:
+                return
+            log.info("unloading %s v%s to stay within the memory budget (least recently used)", victim.name,
+                     victim.version)  # fmt: skip
+            await self.host.unload_version(entry, victim)
+            self.host.park(entry, victim.version, victim.fingerprint, victim.config, EVICTED)
+
+    def parked(self, name: str) -> bool:
+        """Whether ``name`` has a version waiting for its first request (the memory budget)."""
+        entry = self.host.get(name)
+        return entry is not None and any(m.on_demand for m in entry.versions.values())
+
+    def load_parked(self, name: str) -> asyncio.Future[None]:
+        """Load ``name``'s parked versions (one load shared by every request waiting for it); await it shielded."""
+        task = self._demand.get(name)
+        if task is None or task.done():
+            task = self._demand[name] = asyncio.get_running_loop().create_task(self._load_parked(name))
+        return asyncio.shield(task)
+
+    async def _load_parked(self, name: str) -> None:
+        async with self._lock:
+            entry = self.host.get(name)
+            if entry is None:
+                return
+            for model in [m for m in entry.versions.values() if m.on_demand]:
+                log.info("%s v%s: loading on request (memory budget)", name, model.version)
+                await self._load_within_budget(entry, model.version, model.fingerprint, entry.config, on_request=True)
 
     # -- routes ------------------------------------------------------------------------------------------------
     async def _route_file(self, name: str, raw: bytes) -> None:
@@ -229,6 +339,8 @@ class ModelController:
             self._load_configs.pop(name, None)
         self._pinned_unloaded.discard(name)
         await self.sync(only=[name])
+        if self.parked(name):  # asked for by name: it loads now, unloading others if the budget needs it
+            await self.load_parked(name)
         entry = self.host.get(name)
         if entry is None:
             return
@@ -267,7 +379,7 @@ class ModelController:
             for version in sorted(self.wanted[name]):
                 model = entry.versions.get(version)
                 state = model.state if model is not None else "not loaded"
-                if state == READY or (state == LOADING and serving):
+                if state == READY or (state == LOADING and serving) or (model is not None and model.on_demand):
                     continue
                 reason = f": {model.reason}" if model is not None and model.reason else ""
                 return f"model {name} v{version} is {state}{reason}"
@@ -279,6 +391,8 @@ class ModelController:
         for name, versions in sorted(self.wanted.items()):
             entry = self.host.get(name)
             for model in [] if entry is None else entry.versions.values():
+                if model.on_demand:
+                    continue
                 if model.state == UNAVAILABLE and (model.version in versions or model.version == 0):
                     rows.append(f"{name} v{model.version}: {model.reason}")
         return rows
@@ -317,6 +431,16 @@ class _Survey:
     fingerprints: dict[int, str] = field(default_factory=dict)
     route: bytes | None = None
     error: StoreError | None = None
+
+
+def _rss(model: ModelVersion) -> int:
+    runtime = model.runtime
+    return runtime.rss() if isinstance(runtime, ProcessRuntime) else 0
+
+
+def _last_used(model: ModelVersion) -> float:
+    runtime = model.runtime
+    return runtime.last_used if isinstance(runtime, ProcessRuntime) else 0.0
 
 
 def check_name(name: str) -> str:

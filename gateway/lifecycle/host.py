@@ -1,6 +1,7 @@
 """ModelHost: what is loaded. Loads a version beside the serving one, warms it up, publishes it, then drains and
 unloads what it replaces; a version that fails to load or warm up is kept UNAVAILABLE with its reason and never
-takes the server or other versions down.
+takes the server or other versions down. An isolated version whose runtime process exits is restarted and reloaded
+in the background (LOADING, then READY again); a version parked for the memory budget keeps an index row.
 
 Publishing is one dict assignment of a read-only ModelVersion, so the Router sees the new version atomically.
 """
@@ -29,6 +30,7 @@ from gateway.lifecycle.model import (
 from gateway.telemetry.metrics import Metrics
 from model_store import ModelConfig, ModelStore
 from runtimes import RuntimeLoadError, detect_format
+from runtimes.isolation import ProcessRuntime
 
 log = logging.getLogger("tensorgate.host")
 
@@ -58,6 +60,8 @@ class ModelHost:
         # (a worker process publishes only when every worker has the version ready: gateway.server.worker)
         self._gate = gate
         self._load_pool = ThreadPoolExecutor(max_workers=load_threads, thread_name_prefix="tg-load")
+        self._crashes: dict[tuple[str, int], list[float]] = {}  # recent exits of isolated runtimes (restart backoff)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- what the router and the data plane read ---------------------------------------------------------------
     def get(self, name: str) -> ModelEntry | None:
@@ -149,6 +153,8 @@ class ModelHost:
         self.metrics.set_sla(name, str(version), model.format, config.sla.targets())
         model.status.state = READY
         entry.versions[version] = model  # atomic publish: the Router sees the new version from here on
+        if isinstance(model.runtime, ProcessRuntime):
+            model.runtime.watch(lambda how: self._exited_elsewhere(loop, model, how))
         self.metrics.set_state(name, str(version), model.format, READY)
         if self._on_ready is not None:
             self._on_ready(model)
@@ -189,6 +195,64 @@ class ModelHost:
             self._release(name, version, path)
             raise
 
+    # -- isolated runtimes --------------------------------------------------------------------------------------
+    def isolated(self) -> list[ModelVersion]:
+        """The versions whose runtime runs in its own process (loaded, loading or restarting)."""
+        return [m for m in self.all_loaded() if isinstance(m.runtime, ProcessRuntime)]
+
+    def park(self, entry: ModelEntry, version: int, fingerprint: str, config: ModelConfig, reason: str) -> None:
+        """Keep ``version`` unloaded, with ``reason`` in the index, until its first request loads it."""
+        entry.versions[version] = ModelVersion(
+            entry.name, version, config, fingerprint, status=VersionStatus(UNAVAILABLE, reason), on_demand=True
+        )
+
+    def _exited_elsewhere(self, loop: asyncio.AbstractEventLoop, model: ModelVersion, how: str) -> None:
+        """From the runtime's watcher thread."""
+        loop.call_soon_threadsafe(self._runtime_exited, model, how)
+
+    def _runtime_exited(self, model: ModelVersion, how: str) -> None:
+        """On the event loop: ``model``'s runtime process exited on its own; restart it unless it is going away."""
+        entry = self.models.get(model.name)
+        if entry is None or entry.versions.get(model.version) is not model or model.state != READY:
+            return
+        model.status.state = LOADING
+        model.status.reason = f"the runtime process exited ({how}); restarting"
+        self.metrics.set_state(model.name, str(model.version), model.format, LOADING)
+        task = asyncio.get_running_loop().create_task(self._restart(entry, model, how))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, entry: ModelEntry, model: ModelVersion, how: str) -> None:
+        key = (model.name, model.version)
+        now = time.monotonic()
+        recent = [t for t in self._crashes.get(key, []) if now - t < 60.0] + [now]
+        self._crashes[key] = recent
+        if len(recent) > 1:  # crashing again within a minute: back off (2 s, 4 s, ... up to 30 s)
+            await asyncio.sleep(min(30.0, 2.0 ** (len(recent) - 1)))
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._load_pool, self._restart_blocking, model)
+        except Exception as exc:
+            if entry.versions.get(model.version) is model and model.state == LOADING:
+                model.status.state = UNAVAILABLE
+                model.status.reason = f"the runtime process exited ({how}); restarting it failed: {exc}"
+                self.metrics.set_state(model.name, str(model.version), model.format, UNAVAILABLE)
+                log.error("%s v%s: %s", model.name, model.version, model.reason)
+            return
+        if entry.versions.get(model.version) is not model or model.state != LOADING:
+            return  # unloaded meanwhile: closing it stopped the new process
+        model.status.state = READY
+        model.status.reason = ""
+        self.metrics.set_state(model.name, str(model.version), model.format, READY)
+        log.info("%s v%s READY again after its runtime process exited (%s)", model.name, model.version, how)
+
+    def _restart_blocking(self, model: ModelVersion) -> None:
+        runtime = model.runtime
+        assert isinstance(runtime, ProcessRuntime)
+        runtime.restart()
+        if self.assembler.warmup is not None:
+            self.assembler.warmup(model)
+
     async def retire(self, entry: ModelEntry, desired: set[int]) -> None:
         """Unload versions the policy no longer wants, but never the last READY one before a new one is READY."""
         ready_desired = [v for v in desired if entry.versions.get(v) and entry.versions[v].state == READY]
@@ -205,8 +269,8 @@ class ModelHost:
         log.info("unloading %s v%s", entry.name, model.version)
         if entry.versions.get(model.version) is model:
             del entry.versions[model.version]
-        if model.state in (READY, LOADING):
-            await self._drain_and_close(model)
+        if model.state in (READY, LOADING) or (model.state == UNAVAILABLE and model.runtime is not None):
+            await self._drain_and_close(model)  # a runtime that failed to restart still holds its version folder
         else:
             self.metrics.set_state(model.name, str(model.version), model.format or "unknown", None)
 
@@ -219,6 +283,8 @@ class ModelHost:
         del self.models[name]
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for name in list(self.models):
             await self.unload_model(name)
         self._load_pool.shutdown(wait=False)

@@ -72,6 +72,7 @@ class ModelVersion:
     status: VersionStatus = field(default_factory=VersionStatus)
     inflight: Inflight = field(default_factory=Inflight)
     stats: ModelStats = field(default_factory=ModelStats)
+    on_demand: bool = False  # not loaded to stay within the memory budget: loads on its first request
 
     @property
     def state(self) -> str:

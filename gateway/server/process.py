@@ -68,7 +68,9 @@ class Server:
             host = self.host
             self.metrics.enable_triton(lambda: [(m.labels, m.stats) for m in host.serving()])
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
-        self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
+        self.controller = ModelController(
+            self.store, self.host, self.metrics, config_overrides=overrides, memory_budget=settings.memory_budget
+        )
         self.access_log = (
             AccessLog(settings.log_format, settings.access_log_sample, settings.access_log_slow_ms)
             if settings.access_log
@@ -84,6 +86,8 @@ class Server:
             access_log=self.access_log, tracing=self.tracing,
             shared_memory=SharedMemoryRegistry(settings.allow_client_shm, settings.max_request_bytes),
         )  # fmt: skip
+        if settings.memory_budget is not None:
+            self.dataplane.on_demand = self.controller  # a model parked by the budget loads for its request
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._http: uvicorn.Server | None = None

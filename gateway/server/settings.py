@@ -3,9 +3,10 @@ with ``tracing`` on, the OpenTelemetry SDK reads its own standard OTEL_* variabl
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,3 +71,25 @@ class Settings(BaseSettings):
 
             return usable_cpus()
         return self.workers
+
+    # -- isolation (README "Isolation and the memory budget")
+    memory_budget: int | None = Field(default=None, gt=0)  # bytes the isolated models' processes may hold together
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        return parse_bytes(value) if isinstance(value, str) else value
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30,
+          "ti": 2**40, "tib": 2**40}  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """``4GiB``, ``512Mi``, ``2G``, ``1e9`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: expected bytes or a number with a unit (e.g. 4GiB, 512MiB, 2GB)")
+    return int(float(match.group(1)) * _UNITS[unit])
