@@ -89,6 +89,17 @@ def start(store: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes]
     return proc, ports
 
 
+def per_worker(ports: dict[str, int]) -> dict[str, float]:
+    """Requests answered so far by each worker (all protocols), from the summed /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{ports['http']}/metrics", timeout=30).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tensorgate_worker_requests_total{"):
+            worker = line.split('worker="', 1)[1].split('"', 1)[0]
+            out[worker] = out.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def bodies(work: Path, model: str) -> dict[str, tuple[Path, dict[str, str]]]:
     name, shape = MODELS[model]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
@@ -163,7 +174,8 @@ def measure(
         if protocol == "grpc":
             window = h2load(
                 f"http://127.0.0.1:{ports['grpc']}/inference.GRPCInferenceService/ModelInfer",
-                path, args.connections, max(1, args.concurrency // args.connections), args.duration, work, name,
+                path, args.grpc_connections, max(1, args.concurrency // args.grpc_connections), args.duration, work,
+                name,
             )  # fmt: skip
         else:
             window = loadgen.wrk(
@@ -180,7 +192,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per window")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (wrk connections)")
-    parser.add_argument("--connections", type=int, default=4, help="gRPC connections (h2load -c); wrk threads")
+    parser.add_argument("--connections", type=int, default=4, help="wrk threads")
+    parser.add_argument(
+        "--grpc-connections", type=int, default=16,
+        help="gRPC connections (h2load -c; streams = concurrency / connections): SO_REUSEPORT spreads connections, "
+        "not calls, so a few connections can land unevenly on the workers",
+    )  # fmt: skip
     parser.add_argument("--cases", default=",".join(f"{m}:{p}" for m, p in CASES), help="model:protocol,...")
     parser.add_argument("--json", help="write every row here")
     args = parser.parse_args()
@@ -197,7 +214,12 @@ def main() -> int:
                     for model, protocol in cases:
                         warm = argparse.Namespace(**{**vars(args), "duration": 1})  # not recorded
                         measure(ports, proc.pid, model, protocol, warm, tmp)
+                        before = per_worker(ports)
                         window, cpu = measure(ports, proc.pid, model, protocol, args, tmp)
+                        if workers > 1:
+                            after = per_worker(ports)
+                            shares = [after.get(w, 0) - before.get(w, 0) for w in sorted(after)]
+                            window.notes.append("spread " + "/".join(f"{n / max(1, sum(shares)):.0%}" for n in shares))
                         row = Row(
                             rnd, workers, model, protocol, window.rps, window.p50_ms, window.p99_ms, window.errors,
                             1e3 * cpu.server_s / max(1, window.ok), 1e3 * cpu.client_s / max(1, window.ok),
