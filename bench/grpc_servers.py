@@ -4,11 +4,11 @@ server CPU per call (utime+stime of the server process over the window / calls),
 
     .venv/bin/python bench/grpc_servers.py --store demo_store --model mlp_onnx --rounds 3 --seconds 5
 
-Servers (``--kinds``): ``aio`` grpc.aio as served (interceptors: decoding, plus auth when keys are on);
-``aio-bare`` the same servicer with no interceptor (what the interceptors cost); ``aio-raw`` grpc.aio with
-ModelInfer as a registered handler on raw bytes (decoded here, no interceptor, one metadata read); ``sync``
-grpcio's synchronous server (a thread pool) on raw bytes, each call handed to the event loop with
-``run_coroutine_threadsafe``. Each server process is the real ``tensorgate serve``; only its gRPC server differs.
+Servers (``--kinds``): ``aio`` grpc.aio as this checkout serves it (``gateway.grpc.server.start_grpc``);
+``aio-raw`` a minimal ModelInfer on raw bytes and nothing else (the floor of the raw design); ``sync-N`` grpcio's
+synchronous server with a pool of N threads, ModelInfer on raw bytes, each call handed to the event loop with
+``run_coroutine_threadsafe``; ``checkout:PATH`` another checkout's server as it is. Each server process is the real
+``tensorgate serve``; only its gRPC server differs. Compare this checkout with another with ``bench/ab.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "peers"))
 
-KINDS = ("aio", "aio-bare", "aio-raw", "sync")
+KINDS = ("aio", "aio-raw", "sync-16")
 _SERVICE = "inference.GRPCInferenceService"
 
 
@@ -75,24 +75,11 @@ def _infer_parts(dp: Any) -> Any:
     return parse, origin_from, infer
 
 
-async def start_aio_bare(dp: Any, settings: Any, guard: Any = None) -> tuple[Any, int]:
-    import grpc
-
-    from gateway.grpc.protos import service_pb2_grpc
-    from gateway.grpc.v2 import InferenceServicer
-
-    server = grpc.aio.server(options=_options(settings))
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dp), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    await server.start()
-    return server, port
-
-
 async def start_aio_raw(dp: Any, settings: Any, guard: Any = None) -> tuple[Any, int]:
     import grpc
 
     from gateway.core.errors import GatewayError
-    from gateway.grpc.status import abort, grpc_code
+    from gateway.grpc.status import abort
 
     parse, origin_from, infer = _infer_parts(dp)
     loop_time = time.monotonic
@@ -114,7 +101,6 @@ async def start_aio_raw(dp: Any, settings: Any, guard: Any = None) -> tuple[Any,
             context.set_trailing_metadata((("x-request-id", origin.request_id),))
         return message.SerializeToString()  # type: ignore[no-any-return]
 
-    del grpc_code
     server = grpc.aio.server(options=_options(settings))
     handler = grpc.unary_unary_rpc_method_handler(model_infer)
     server.add_registered_method_handlers(_SERVICE, {"ModelInfer": handler})
@@ -172,7 +158,7 @@ def serve(kind: str, argv: list[str]) -> int:
     import gateway.grpc.server as grpc_server
     from gateway.cli.main import main
 
-    starts = {"aio-bare": start_aio_bare, "aio-raw": start_aio_raw, "sync": start_sync}
+    starts = {"aio-raw": start_aio_raw}
     if kind.startswith("sync-"):  # sync-N: a pool of N threads
         grpc_server.start_grpc = functools.partial(start_sync, threads=int(kind[5:]))  # type: ignore[assignment]
     elif kind in starts:
@@ -188,15 +174,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tag_of(kind: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in kind)
+
+
 def start(kind: str, store: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     import httpx
 
-    port_file = tmp / f"ports-{kind}.json"
+    tag = tag_of(kind)
+    port_file = tmp / f"ports-{tag}.json"
     port_file.unlink(missing_ok=True)
-    log = open(tmp / f"server-{kind}.log", "wb")  # noqa: SIM115 - lives as long as the server
+    log = open(tmp / f"server-{tag}.log", "wb")  # noqa: SIM115 - lives as long as the server
     argv = ["--store", str(store.resolve()), "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
             "--poll-interval", "0", "--port-file", str(port_file)]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, *argv], stdout=log, stderr=subprocess.STDOUT)
+    if kind.startswith("checkout:"):  # another checkout's own server, e.g. checkout:../main for before/after
+        checkout = Path(kind.split(":", 1)[1]).resolve()
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+        command = [sys.executable, "-m", "gateway", "serve", *argv]
+        proc = subprocess.Popen(command, cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT)
+    else:
+        command = [sys.executable, __file__, "--serve", kind, *argv]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -273,21 +271,25 @@ def main() -> int:
             for kind in order:
                 proc, ports = servers[kind]
                 url = f"http://127.0.0.1:{ports['grpc']}/{_SERVICE}/ModelInfer"
-                loadgen.h2load(url, frame, args.concurrency, 1, tmp, f"warm-{kind}", None)
+                loadgen.h2load(url, frame, args.concurrency, 1, tmp, f"warm-{tag_of(kind)}", None)
                 before = cpu_seconds(proc.pid)
-                window = loadgen.h2load(url, frame, args.concurrency, args.seconds, tmp, f"{kind}-{r}", expected[kind])
+                name = f"{tag_of(kind)}-{r}"
+                window = loadgen.h2load(url, frame, args.concurrency, args.seconds, tmp, name, expected[kind])
                 used = cpu_seconds(proc.pid) - before
                 row = {"rps": window.rps, "p99_ms": window.p99_ms or 0.0, "cpu_us": used / max(1, window.ok) * 1e6,
                        "ok": window.ok, "errors": window.errors}  # fmt: skip
                 rows[kind].append(row)
                 note = f" ({'; '.join(window.notes)})" if window.notes else ""
-                print(f"round {r + 1} {kind:9s} {row['rps']:8.0f} req/s  p99 {row['p99_ms']:6.2f} ms  "
+                print(f"round {r + 1} {kind:16s} {row['rps']:8.0f} req/s  p99 {row['p99_ms']:6.2f} ms  "
                       f"CPU {row['cpu_us']:5.0f} us/call{note}", flush=True)  # fmt: skip
     finally:
         for proc, _ in servers.values():
             proc.terminate()
         for proc, _ in servers.values():
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
