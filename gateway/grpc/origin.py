@@ -13,7 +13,7 @@ from gateway.core.types import InferResponse
 
 def origin_of(context: Any, metadata: Any = None) -> Origin:
     """The call's Origin; ``metadata``: its invocation metadata when the caller has read it already."""
-    origin = Origin(peer=context.peer())
+    origin = Origin(peer=context.peer)  # called only if the access log writes the line
     for key, value in (metadata if metadata is not None else context.invocation_metadata()) or ():
         if key == "x-request-id":
             origin.request_id = request_id(value if isinstance(value, str) else None)
