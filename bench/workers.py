@@ -4,6 +4,7 @@ several connections, which SO_REUSEPORT spreads over the workers) — with throu
 request (the supervisor's whole process tree, from /proc).
 
     python bench/workers.py --rounds 2 --duration 10 --json bench/results/workers.json
+    python bench/workers.py --memory          # memory of workers x isolation (MLP as ONNX and AOTInductor)
 
 The store holds only mlp_onnx and cnn_onnx, copied from the demo store (built by ``tensorgate demo`` when absent):
 each worker loads every model of the store.
@@ -66,6 +67,87 @@ def build_store(root: Path, demo: Path) -> Path:
     for model in MODELS:
         shutil.copytree(demo / model, root / model, ignore=shutil.ignore_patterns("golden"))
     return root
+
+
+MEMORY_MODELS = ("mlp_onnx", "mlp_torch_aoti")
+
+
+def process_tree(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(parents.get(pid, []))
+    return out
+
+
+def memory_of(pid: int) -> tuple[str, float, float]:
+    """(role, RSS MiB, PSS MiB): PSS shares each shared page among the processes mapping it, so it sums honestly."""
+    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    role = "runtime process" if "runtimes.isolation.child" in cmd else "worker" if "server.worker" in cmd else "server"
+    fields = dict(
+        (line.split(":")[0], float(line.split()[1]) / 1024)
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    )
+    return role, fields["Rss"], fields["Pss"]
+
+
+def memory(args: argparse.Namespace, tmp: Path) -> int:
+    """Memory of every workers x isolation combination: one store with the MLP as ONNX and as AOTInductor, all
+    versions served once, then each process of the server's tree measured."""
+    demo = Path(args.demo_store)
+    if not all((demo / m / "1").exists() for m in MEMORY_MODELS):
+        subprocess.run([sys.executable, "-m", "gateway", "demo", "--store", str(demo)], check=True)
+    rows = []
+    for isolation in ("none", "process"):
+        store = tmp / f"store-{isolation}"
+        for model in MEMORY_MODELS:
+            shutil.copytree(demo / model, store / model, ignore=shutil.ignore_patterns("golden"))
+            config = store / model / "config.yaml"
+            config.write_text(config.read_text() + f"isolation: {isolation}\n")
+        for workers in [int(n) for n in args.workers.split(",")]:
+            proc, ports = start(store, tmp, workers)
+            try:
+                x = {"inputs": [{"name": "x", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}
+                for _ in range(4):  # every worker (connections spread) has run each model
+                    for model in MEMORY_MODELS:
+                        with httpx.Client() as client:
+                            url = f"http://127.0.0.1:{ports['http']}/v2/models/{model}/infer"
+                            client.post(url, json=x, timeout=60).raise_for_status()
+                time.sleep(1.0)
+                by_role: dict[str, list[tuple[float, float]]] = {}
+                for pid in process_tree(proc.pid):
+                    role, rss, pss = memory_of(pid)
+                    by_role.setdefault(role, []).append((rss, pss))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            total_rss = sum(r for v in by_role.values() for r, _ in v)
+            total_pss = sum(p for v in by_role.values() for _, p in v)
+            parts = ", ".join(
+                f"{len(v)} {role}{'es' if role.endswith('ss') and len(v) > 1 else 's' if len(v) > 1 else ''} "
+                f"{sum(p for _, p in v):.0f}"
+                for role, v in sorted(by_role.items())
+            )
+            rows.append({"isolation": isolation, "workers": workers, "rss_mib": total_rss, "pss_mib": total_pss,
+                         "processes": {k: v for k, v in by_role.items()}})  # fmt: skip
+            print(
+                f"isolation {isolation:7s} workers {workers}: PSS {total_pss:6.0f} MiB (RSS {total_rss:6.0f})  "
+                f"PSS by role: {parts}",
+                flush=True,
+            )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
 
 
 def start(store: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
@@ -200,10 +282,14 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--cases", default=",".join(f"{m}:{p}" for m, p in CASES), help="model:protocol,...")
     parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--memory", action="store_true", help="measure memory of workers x isolation instead")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     cases = [tuple(c.split(":", 1)) for c in args.cases.split(",")]
     rows: list[Row] = []
+    if args.memory:
+        with tempfile.TemporaryDirectory(prefix="tg-workers-") as tmp_name:
+            return memory(args, Path(tmp_name))
     with tempfile.TemporaryDirectory(prefix="tg-workers-") as tmp_name:
         tmp = Path(tmp_name)
         store = build_store(tmp / "store", Path(args.demo_store))

@@ -4,9 +4,10 @@ For each model and protocol the servers run in the order peer, tensorgate, peer 
 each a subprocess on 127.0.0.1 free ports. Before timing, each server's reply is checked against the ONNX model
 run in-process; before each window the script waits for the machine to be quiet. REST is driven by ``wrk`` (JSON
 bodies for everyone, plus binary-extension bodies for tensorgate), gRPC by ``h2load`` posting a framed
-ModelInferRequest. Per window: throughput, p50/p90/p99, and CPU seconds per request of the server's process tree
-and of the load generator. ``--overload`` instead drives tensorgate at concurrency 256 on a model whose queue holds
-8 and reports the share of rejections, the p99 of accepted requests and whether the server still answers.
+ModelInferRequest over 16 connections (``--grpc-connections``). Per window: throughput, p50/p90/p99, and CPU seconds
+per request of the server's process tree and of the load generator. ``--overload`` instead drives tensorgate at
+concurrency 256 on a model whose queue holds 8 and reports the share of rejections, the p99 of accepted requests and
+whether the server still answers.
 
     bench/peers/setup.sh
     .venv/bin/python bench/peers/compare.py --models mlp --protocols rest,grpc --duration 12
@@ -144,10 +145,13 @@ def drive(
     workdir: Path,
     name: str,
     data_bytes: int | None,
+    grpc_connections: int = 1,
 ) -> loadgen.Window:
     if variant == "grpc":
         url = f"http://127.0.0.1:{server.grpc_port}/inference.GRPCInferenceService/ModelInfer"
-        return loadgen.h2load(url, bodies.grpc_frame_path, concurrency, duration, workdir, name, data_bytes)
+        return loadgen.h2load(
+            url, bodies.grpc_frame_path, concurrency, duration, workdir, name, data_bytes, grpc_connections
+        )
     body = bodies.binary_path if variant == "rest-binary" else bodies.json_path
     url = f"{server.base_url}/v2/models/{server.model}/infer"
     return loadgen.wrk(url, body, rest_headers(variant, bodies), concurrency, duration, workdir, name)
@@ -164,9 +168,14 @@ def measure(
 ) -> dict[str, Any]:
     """Quiet wait, a short warm-up, then one timed window with the server's and the client's CPU."""
     waited, busy = machine.wait_quiet(args.quiet_cores, args.quiet_timeout)
-    drive(server, bodies, variant, args.concurrency, args.warmup, workdir, f"{name}.warmup", data_bytes)
+    drive(
+        server, bodies, variant, args.concurrency, args.warmup, workdir, f"{name}.warmup", data_bytes,
+        args.grpc_connections,
+    )  # fmt: skip
     with machine.CpuWindow(server.pid) as cpu:
-        window = drive(server, bodies, variant, args.concurrency, args.duration, workdir, name, data_bytes)
+        window = drive(
+            server, bodies, variant, args.concurrency, args.duration, workdir, name, data_bytes, args.grpc_connections
+        )
     ok = max(1, window.ok)
     row: dict[str, Any] = {
         "rps": window.rps,
@@ -529,6 +538,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "MLServer parallel_workers (0: inference in the serving process), KServe --workers)",
     )
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (connections / streams)")
+    p.add_argument(
+        "--grpc-connections", type=int, default=16,
+        help="gRPC connections sharing --concurrency streams (servers with several processes on one port spread "
+        "connections, not calls: with one connection only one process would serve)",
+    )  # fmt: skip
     p.add_argument("--duration", type=float, default=12.0, help="seconds per measured window")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each window")
     p.add_argument("--inprocess-duration", type=float, default=3.0)

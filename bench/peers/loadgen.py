@@ -250,8 +250,11 @@ def h2load(
     workdir: Path,
     name: str,
     expected_data_bytes: int | None,
+    connections: int = 1,
 ) -> Window:
-    """Raw gRPC load: one HTTP/2 connection with ``concurrency`` streams posting a framed ModelInferRequest.
+    """Raw gRPC load: ``connections`` HTTP/2 connections sharing ``concurrency`` streams, each posting a framed
+    ModelInferRequest. Servers with several processes on one port (SO_REUSEPORT) spread connections, not calls:
+    one connection reaches one process.
 
     h2load never reads the grpc-status trailer, so ``expected_data_bytes`` (the DATA bytes of one good
     response, measured separately) is compared with the DATA bytes it received per request."""
@@ -260,9 +263,9 @@ def h2load(
     cmd = [
         require("h2load"),
         "-c",
-        "1",
+        str(connections),
         "-m",
-        str(concurrency),
+        str(max(1, concurrency // connections)),
         "-D",
         str(max(1, round(duration_s))),
         "-d",

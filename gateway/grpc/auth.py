@@ -1,4 +1,4 @@
-"""AuthInterceptor: the gRPC adapter of gateway.core.auth — names each method's endpoint group, checks the key in
+"""guarding: the gRPC adapter of gateway.core.auth — names each method's endpoint group, checks the key in
 the ``authorization: Bearer <key>`` (or ``x-api-key``) metadata and aborts with UNAUTHENTICATED /
 PERMISSION_DENIED / RESOURCE_EXHAUSTED from the one error table; the principal is set for the call's task."""
 
@@ -10,7 +10,7 @@ import grpc
 
 from gateway.core.auth import PRINCIPAL, Guard
 from gateway.core.errors import GatewayError
-from gateway.grpc.calls import WrappingInterceptor, wrap
+from gateway.grpc.calls import Wrap, wrap
 from gateway.grpc.status import abort
 
 _V2 = "/inference.GRPCInferenceService/"
@@ -53,20 +53,23 @@ def presented_key(metadata: Any) -> str | None:
     return None
 
 
-class AuthInterceptor(WrappingInterceptor):
-    def __init__(self, guard: Guard) -> None:
-        super().__init__()
-        self.guard = guard
+def authorize(guard: Guard, metadata: Any, group: str, method: str) -> None:
+    """Checks the call's key for ``group`` and sets the principal for the call's task; raises GatewayError."""
+    PRINCIPAL.set(guard.authorize(presented_key(metadata), group, method))  # the call's own task: ends with it
 
-    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+
+def guarding(guard: Guard) -> Wrap:
+    """A Wrap checking each call's key for its method's endpoint group before the behaviour runs."""
+
+    def guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         group = method_group(method)
-        guard = self.guard
 
         async def before(context: Any) -> None:
             try:
-                principal = guard.authorize(presented_key(context.invocation_metadata()), group, method)
+                authorize(guard, context.invocation_metadata(), group, method)
             except GatewayError as exc:
                 await abort(context, exc)
-            PRINCIPAL.set(principal)  # the call's own task: its context ends with it
 
         return wrap(handler, before)
+
+    return guarded

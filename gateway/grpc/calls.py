@@ -1,6 +1,7 @@
-"""Wrapping a grpc.aio method handler's behaviour, whatever its kind (unary or streaming, either way), for the
-server's interceptors: ``before`` runs ahead of the behaviour, inside the call's task and context; and
-``WrappingInterceptor``, the interceptor that wraps each method's handler once and keeps it."""
+"""Wrapping a grpc.aio method handler's behaviour, whatever its kind (unary or streaming, either way): ``wrap``
+puts ``before`` ahead of the behaviour, inside the call's task and context; ``Registrar`` stands in for the server
+while services register, so that each method's handler is wrapped once, when registered, and no interceptor runs
+per call."""
 
 from __future__ import annotations
 
@@ -11,29 +12,58 @@ import grpc
 
 Before = Callable[[Any], Awaitable[None]]  # receives the call's context; aborts the call to refuse it
 Convert = Callable[[Any, Any], Awaitable[Any]]  # (raw request, context) -> request message
+Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]  # (method, handler) -> wrapped handler
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Handlers are the same for every call of a method: each is wrapped once (``wrap_handler``) and kept."""
+class Registrar:
+    """What generated ``add_*Servicer_to_server`` functions (and grpc.aio's ``handlers=``) call, forwarded to
+    ``server`` with every handler passed through ``wrap``; ``own`` handlers (by full method name) replace the
+    servicer's and are registered as they are (they do their own checks)."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+    def __init__(self, server: Any, wrap: Wrap, own: dict[str, grpc.RpcMethodHandler] | None = None) -> None:
+        self.server = server
+        self.wrap = wrap
+        self.own = own or {}
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]], handler_call_details: Any
-    ) -> grpc.RpcMethodHandler:
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        wrapped = {}
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            wrapped[name] = self.own.get(method) or self.wrap(method, handler)
+        self.server.add_registered_method_handlers(service, wrapped)
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.server.add_generic_rpc_handlers(tuple(WrappedGeneric(h, self.wrap, self.own) for h in handlers))
+
+
+class WrappedGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose answers are wrapped once per method and kept."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap, own: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.inner = inner
+        self.wrap = wrap
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = dict(own)
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        wrapped = self._wrapped[method] = self.wrap_handler(method, handler)
+        try:
+            return self._wrapped[method]
+        except KeyError:
+            pass
+        handler = self.inner.service(handler_call_details)
+        wrapped = self._wrapped[method] = None if handler is None else self.wrap(method, handler)
         return wrapped
 
-    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        raise NotImplementedError
+
+def compose(*wraps: Wrap) -> Wrap:
+    """One Wrap applying ``wraps`` from the last (innermost) to the first (outermost)."""
+
+    def composed(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        for each in reversed(wraps):
+            handler = each(method, handler)
+        return handler
+
+    return composed
 
 
 def wrap(handler: grpc.RpcMethodHandler, before: Before, convert: Convert | None = None) -> grpc.RpcMethodHandler:

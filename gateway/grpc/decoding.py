@@ -1,4 +1,4 @@
-"""DecodingInterceptor: every method's request is deserialized by the server's own code, so that bytes which do
+"""decoded: every method's request is deserialized by the server's own code, so that bytes which do
 not decode answer INVALID_ARGUMENT naming the message type (grpc's own deserialization failure is not a client
 error code), on every service."""
 
@@ -10,7 +10,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from gateway.grpc.calls import WrappingInterceptor, wrap
+from gateway.grpc.calls import wrap
+
+DECODE_ERRORS = (DecodeError, ValueError, TypeError, RuntimeError)  # what a message's FromString raises on bad bytes
 
 
 async def _nothing(context: Any) -> None:
@@ -19,19 +21,27 @@ async def _nothing(context: Any) -> None:
 
 def _converter(deserialize: Callable[[bytes], Any]) -> Callable[[Any, Any], Awaitable[Any]]:
     kind = getattr(deserialize, "__self__", None)
-    what = getattr(getattr(kind, "DESCRIPTOR", None), "full_name", "request message")
+    what = message_name(kind)
 
     async def convert(raw: Any, context: Any) -> Any:
         try:
             return deserialize(raw)
-        except (DecodeError, ValueError, TypeError, RuntimeError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {what}: {exc}")
+        except DECODE_ERRORS as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, not_valid(what, exc))
 
     return convert
 
 
-class DecodingInterceptor(WrappingInterceptor):
-    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.request_deserializer is None:
-            return handler
-        return wrap(handler, _nothing, _converter(handler.request_deserializer))
+def message_name(kind: Any) -> str:
+    return getattr(getattr(kind, "DESCRIPTOR", None), "full_name", "request message")
+
+
+def not_valid(what: str, exc: Exception) -> str:
+    return f"the request is not a valid {what}: {exc}"
+
+
+def decoded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` deserializing its requests itself (a Wrap); one without a deserializer is left as it is."""
+    if handler.request_deserializer is None:
+        return handler
+    return wrap(handler, _nothing, _converter(handler.request_deserializer))

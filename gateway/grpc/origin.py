@@ -11,9 +11,10 @@ from gateway.core.exchange import ROUTE_KEY_HEADER, VARIANT_HEADER, VARIANT_PARA
 from gateway.core.types import InferResponse
 
 
-def origin_of(context: Any) -> Origin:
-    origin = Origin(peer=context.peer())
-    for key, value in context.invocation_metadata() or ():
+def origin_of(context: Any, metadata: Any = None) -> Origin:
+    """The call's Origin; ``metadata``: its invocation metadata when the caller has read it already."""
+    origin = Origin(peer=context.peer)  # called only if the access log writes the line
+    for key, value in (metadata if metadata is not None else context.invocation_metadata()) or ():
         if key == "x-request-id":
             origin.request_id = request_id(value if isinstance(value, str) else None)
         elif key == "traceparent":

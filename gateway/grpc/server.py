@@ -1,5 +1,6 @@
 """start_grpc: the grpc.aio server with the V2 service, TF Serving services (loaded on first call), health,
-reflection, message-size limits and keepalive settings."""
+reflection, message-size limits and keepalive settings. No interceptor: each method's handler is wrapped once when
+it is registered (key check, then decoding), and ModelInfer, the hot path, does both itself on raw bytes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from gateway.core.auth import Guard
 from gateway.core.dataplane import DataPlane
-from gateway.grpc.auth import AuthInterceptor
-from gateway.grpc.decoding import DecodingInterceptor
+from gateway.grpc.auth import guarding
+from gateway.grpc.calls import Registrar, compose
+from gateway.grpc.decoding import decoded
 from gateway.grpc.health import HealthServicer
 from gateway.grpc.protos import service_pb2, service_pb2_grpc
 from gateway.grpc.tls import server_credentials
@@ -37,24 +39,24 @@ async def start_grpc(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    handlers = []
+    server = grpc.aio.server(options=options)
+    v2 = InferenceServicer(dataplane, guard)
+    wrap = compose(guarding(guard), decoded) if guard is not None and guard.enabled else decoded
+    registrar = Registrar(server, wrap, v2.handlers())
     try:
         from gateway.grpc.tfserving import TFServingHandler
 
-        handlers.append(TFServingHandler(dataplane))
+        registrar.add_generic_rpc_handlers((TFServingHandler(dataplane),))
     except ImportError as exc:
         log.warning("TF Serving gRPC API disabled: %s", exc)
-    interceptors: list[Any] = [AuthInterceptor(guard)] if guard is not None and guard.enabled else []
-    interceptors.append(DecodingInterceptor())
-    server = grpc.aio.server(options=options, handlers=handlers or None, interceptors=interceptors)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(v2, registrar)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), registrar)
     names = (
         service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(names, server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), registrar)
     host = settings.host
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
     files = certificate_files(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, NoReturn
 
 import grpc
@@ -21,8 +22,6 @@ async def abort(context: Any, exc: GatewayError, message: str | None = None) -> 
 
 
 def deadline_of(context: Any) -> float | None:
-    import time
-
     remaining = context.time_remaining()
     if remaining is None:
         return None

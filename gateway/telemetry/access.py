@@ -23,6 +23,8 @@ FLUSH_S = 0.05  # lines reach the log within this long
 
 
 def _peer(peer: Any) -> str | None:
+    if callable(peer):  # asked for only when logged (gRPC passes the call's ``peer`` method)
+        peer = peer()
     if peer is None or isinstance(peer, str):
         return peer
     if isinstance(peer, tuple | list) and len(peer) >= 2:
