@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from gateway.core.auth import check_model
 from gateway.core.classification import apply_classification
 from gateway.core.errors import (
     DeadlineExceeded,
@@ -216,6 +217,7 @@ class DataPlane:
         on_demand = self.on_demand
         if on_demand is None or not on_demand.parked(name):
             return
+        check_model(name)  # a key that may not call the model does not get to load it (and unload others)
         entry = self.models.get(name)
         timeout_ms = entry.config.timeout_ms if entry is not None else None
         try:

@@ -21,6 +21,7 @@ import torch
 import tritonclient.grpc as tg
 
 from runtimes.isolation import ProcessRuntime
+from tests.credentials import write_keys
 from tests.onnx_models import dense_model, dense_weights, spin_model
 from tests.serving import ServerProcess, index_row, metric_value, repository_index, spin_infer, wait_until
 from tests.torch_models import TEXT_LENGTH, TEXT_VOCAB, shared_text_store, text_encoder
@@ -272,3 +273,35 @@ def test_the_memory_budget_keeps_two_of_three_loaded(tmp_path: Path) -> None:
         counter.join(10)
         server.stop()
     assert 1 <= most[0] <= 2, most
+
+
+def test_a_key_that_may_not_call_a_parked_model_does_not_load_it(tmp_path: Path) -> None:
+    store = _dense_store(tmp_path / "store", isolated=["a", "b"])
+    probe = ProcessRuntime("onnx", "probe", slots=1)
+    probe.load(store / "a" / "1", {})
+    size = probe.rss()
+    probe.unload()
+    keys = {
+        "ops-key": {"id": "ops", "scopes": ["infer", "read"]},
+        "a-key": {"id": "tenant-a", "scopes": ["infer", "read"], "models": ["a"]},
+        "b-key": {"id": "tenant-b", "scopes": ["infer", "read"], "models": ["b"]},
+    }
+    args = ["--poll-interval", "0", "--memory-budget", str(int(size * 1.5)), "--auth-keys"]
+    server = ServerProcess(store, tmp_path, [*args, str(write_keys(tmp_path / "keys.yaml", keys))]).start()
+    try:
+        (loaded,) = runtime_processes(server).values()  # one fits: the other is parked
+        parked = "b" if loaded == "a v1" else "a"
+        other_key = "b-key" if parked == "a" else "a-key"  # may call only the loaded model
+        x = np.ones((1, 16), np.float32)
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": x.ravel().tolist()}]}
+        url = f"{server.http_url}/v2/models/{parked}/infer"
+        denied = httpx.post(url, json=body, headers={"Authorization": f"Bearer {other_key}"}, timeout=30)
+        assert denied.status_code == 403 and parked in denied.json()["error"], denied.text
+        assert list(runtime_processes(server).values()) == [loaded]  # nothing loaded, nothing unloaded for it
+        allowed = httpx.post(url, json=body, headers={"Authorization": "Bearer ops-key"}, timeout=60)
+        assert allowed.status_code == 200, allowed.text
+        got = np.asarray(allowed.json()["outputs"][0]["data"], np.float32).reshape(1, -1)
+        np.testing.assert_allclose(got, dense_expected(x, seed=["a", "b"].index(parked)), rtol=1e-5, atol=1e-5)
+        assert list(runtime_processes(server).values()) == [f"{parked} v1"]  # the budget made room for it
+    finally:
+        server.stop()

@@ -145,6 +145,7 @@ def test_sigkilled_worker_is_replaced_and_counts_never_go_back(served: ServerPro
     for t in threads:
         t.join()
     # each client thread had at most one request in flight on the killed worker
+    print(f"SIGKILL under load: {len(failures)} of {answered[0] + len(failures)} requests failed")
     assert len(failures) <= len(threads), failures
     wait_until(lambda: metric_value(served, "tensorgate_worker_restarts_total") == 1, "the restart counted")
     wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, "ready again", server=served)
