@@ -89,11 +89,15 @@ class Fleet(Protocol):
     """The other server processes of a ``--workers N`` server (its supervisor): what a client changes or reads
     through one of them must hold for all of them."""
 
-    async def shared_memory_registered(self, name: str, key: str, offset: int, byte_size: int) -> None: ...
+    async def shared_memory_registered(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Registers a region this process registered on every other one; AlreadyExists when another process
+        registered that name meanwhile (this process then holds the fleet's region of that name)."""
 
-    async def shared_memory_unregistered(self, name: str) -> None: ...
+    async def shared_memory_unregistered(self, name: str) -> None:
+        """Unregisters ``name`` (every region when empty) on every other process."""
 
-    async def statistics(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ModelStats]: ...
+    async def statistics(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ModelStats]:
+        """The statistics of these (model, version) summed over every process."""
 
 
 class OnDemand(Protocol):
@@ -369,11 +373,7 @@ class DataPlane:
             return
         held = self.shared_memory.held(name)
         assert held is not None
-        try:
-            await self.fleet.shared_memory_registered(name, *held)
-        except BaseException:
-            self.shared_memory.unregister(name)  # the fleet refused it (registered meanwhile through another worker)
-            raise
+        await self.fleet.shared_memory_registered(name, *held)
 
     async def unregister_shared_memory(self, name: str = "") -> None:
         self.shared_memory.unregister(name)

@@ -35,7 +35,6 @@ from typing import Any
 
 import orjson
 
-from gateway.core.errors import AlreadyExists
 from gateway.lifecycle.assembly import Assembler
 from gateway.lifecycle.controller import ModelController
 from gateway.lifecycle.host import ModelHost
@@ -427,12 +426,18 @@ class Supervisor:
         member.link.tell("shm_sync", regions=dict(self.regions))
         member.has_regions = True
 
-    async def _register_region(self, origin: Member, name: str, region: tuple[str, int, int]) -> None:
-        """``origin`` registered ``name`` (it checked the key and size); every other live worker registers it."""
-        if name in self.regions:  # another worker registered the same name meanwhile: the second one loses
-            raise AlreadyExists(f"shared memory region {name!r} is already registered; unregister it first")
+    async def _register_region(
+        self, origin: Member, name: str, region: tuple[str, int, int]
+    ) -> tuple[str, int, int] | None:
+        """``origin`` registered ``name`` (it checked the key and size); every other live worker registers it.
+        When another worker registered that name first, the fleet's region: ``origin`` holds it instead and
+        answers its client that the name is taken."""
+        fleets = self.regions.get(name)
+        if fleets is not None:
+            return fleets
         self.regions[name] = region
         await self._tell_regions(origin, "shm_register", name=name, region=region)
+        return None
 
     async def _unregister_region(self, origin: Member, name: str) -> None:
         if name:
@@ -443,7 +448,12 @@ class Supervisor:
 
     async def _tell_regions(self, origin: Member, op: str, **args: Any) -> None:
         members = [m for m in self.members.values() if m.has_regions and not m.dead and m is not origin]
-        results = await asyncio.gather(*(m.link.call(op, **args) for m in members), return_exceptions=True)
+
+        async def tell(member: Member) -> None:
+            async with asyncio.timeout(SNAPSHOT_TIMEOUT):  # a worker that lags applies it when it catches up
+                await member.link.call(op, **args)
+
+        results = await asyncio.gather(*(tell(m) for m in members), return_exceptions=True)
         for member, result in zip(members, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, LinkClosed):
                 log.error("worker %d: %s %r failed: %s", member.slot, op, args.get("name"), result)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.core.errors import GatewayError, ServerUnavailable
+from gateway.core.errors import AlreadyExists, GatewayError, ServerUnavailable
 from gateway.lifecycle.model import READY, ModelVersion
 from gateway.server.link import Link
 from gateway.server.process import Server, run_loop
@@ -52,14 +52,22 @@ class RemoteFleet:
         self.server = server
 
     async def shared_memory_registered(self, name: str, key: str, offset: int, byte_size: int) -> None:
-        await self.server.ask("shm_register", name=name, region=(key, offset, byte_size))
+        fleets: tuple[str, int, int] | None = await self.server.ask(
+            "shm_register", name=name, region=(key, offset, byte_size)
+        )
+        if fleets is not None:  # another worker registered that name first: the fleet's region stands, here too
+            self.server._hold_region(name, fleets)
+            raise AlreadyExists(f"shared memory region {name!r} is already registered; unregister it first")
 
     async def shared_memory_unregistered(self, name: str) -> None:
         await self.server.ask("shm_unregister", name=name)
 
     async def statistics(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ModelStats]:
-        async with asyncio.timeout(SCRAPE_TIMEOUT):
-            summed: dict[tuple[str, str], ModelStats] = await self.server.ask("statistics", keys=keys)
+        try:
+            async with asyncio.timeout(SCRAPE_TIMEOUT):
+                summed: dict[tuple[str, str], ModelStats] = await self.server.ask("statistics", keys=keys)
+        except TimeoutError:
+            raise ServerUnavailable(f"the workers' statistics did not come within {SCRAPE_TIMEOUT:.0f}s") from None
         return summed
 
 

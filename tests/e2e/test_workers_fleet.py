@@ -86,11 +86,13 @@ def shm_infer(fleet: ServerProcess, out_handle: Any) -> np.ndarray:
         client.close()
 
 
-def register_both(fleet: ServerProcess, regions: Callable[[str, int], tuple[Any, str]]) -> Any:
+def register_both(fleet: ServerProcess, regions: Callable[[str, int], tuple[Any, str]], over: Any = th) -> Any:
+    """Registers the input (holding X) and output regions through one connection (one worker), over REST (``th``)
+    or gRPC (``tg``); the output region's handle."""
     in_handle, in_key = regions("input", SIZE)
     shm.set_shared_memory_region(in_handle, [X])
     out_handle, out_key = regions("output", OUT)
-    client = th.InferenceServerClient(fleet.http)  # one connection: one worker registers them
+    client = over.InferenceServerClient(fleet.http if over is th else fleet.grpc)
     try:
         client.register_system_shared_memory("input", in_key, SIZE)
         client.register_system_shared_memory("output", out_key, OUT)
@@ -153,7 +155,7 @@ def stats_of(fleet: ServerProcess, model: str) -> dict[str, Any]:
 def test_a_restarted_worker_knows_the_regions_and_statistics_keep_the_dead_workers_counts(
     fleet: ServerProcess, regions: Callable[[str, int], tuple[Any, str]]
 ) -> None:
-    out_handle = register_both(fleet, regions)
+    out_handle = register_both(fleet, regions, over=tg)
     infer_until_both_answered(fleet, out_handle)
     settled = stats_of(fleet, "dense")  # every worker's counts now, as the supervisor holds them
     victim = workers_of(fleet)[0]
