@@ -56,7 +56,7 @@ class RemoteFleet:
             "shm_register", name=name, region=(key, offset, byte_size)
         )
         if fleets is not None:  # another worker registered that name first: the fleet's region stands, here too
-            self.server._hold_region(name, fleets)
+            self.server.hold_region(name, fleets)
             raise AlreadyExists(f"shared memory region {name!r} is already registered; unregister it first")
 
     async def shared_memory_unregistered(self, name: str) -> None:
@@ -153,10 +153,10 @@ class WorkerServer(Server):
             return fleet.take(self.metrics, held, [m.labels for m in self.host.serving()])
         if op == "shm_sync":  # (before this worker listens) the regions clients registered through the others
             for name, region in args["regions"].items():
-                self._hold_region(name, region)
+                self.hold_region(name, region)
             return None
         if op == "shm_register":
-            self._hold_region(args["name"], args["region"])
+            self.hold_region(args["name"], args["region"])
             return None
         if op == "shm_unregister":
             self.dataplane.shared_memory.unregister(args["name"])
@@ -248,7 +248,7 @@ class WorkerServer(Server):
         if published is not None and not published.done():
             published.set_result(None)
 
-    def _hold_region(self, name: str, region: tuple[str, int, int]) -> None:
+    def hold_region(self, name: str, region: tuple[str, int, int]) -> None:
         """Registers a region another worker registered (the same one already held: nothing to do)."""
         registry = self.dataplane.shared_memory
         key, offset, byte_size = region
