@@ -41,6 +41,7 @@ from gateway.lifecycle.model import READY, ModelEntry, ModelVersion
 from gateway.routing.router import Router
 from gateway.telemetry.access import AccessLog
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.stats import ModelStats
 from gateway.telemetry.tracing import Tracing
 from runtimes import Signature
 
@@ -85,6 +86,21 @@ class Control(Protocol):
     async def unload(self, name: str) -> None: ...
 
 
+class Fleet(Protocol):
+    """The other server processes of a ``--workers N`` server (its supervisor): what a client changes or reads
+    through one of them must hold for all of them."""
+
+    async def shared_memory_registered(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Registers a region this process registered on every other one; AlreadyExists when another process
+        registered that name meanwhile (this process then holds the fleet's region of that name)."""
+
+    async def shared_memory_unregistered(self, name: str) -> None:
+        """Unregisters ``name`` (every region when empty) on every other process."""
+
+    async def statistics(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ModelStats]:
+        """The statistics of these (model, version) summed over every process."""
+
+
 class OnDemand(Protocol):
     """Models kept unloaded by the memory budget until a request comes (the lifecycle controller)."""
 
@@ -122,6 +138,7 @@ class DataPlane:
         self.draining = False  # past the shutdown delay: new requests are refused, in-flight ones finish
         self.readiness: Callable[[], str | None] | None = None  # why not ready (None: ready); strict readiness
         self.on_demand: OnDemand | None = None  # with a memory budget: loads a parked model for its request
+        self.fleet: Fleet | None = None  # a worker's supervisor: shared memory and statistics span every worker
 
     # -- inference ---------------------------------------------------------------------------------------------
     async def infer(
@@ -332,23 +349,38 @@ class DataPlane:
             raise ModelNotFound.version(name, version)
         return rows
 
-    def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+    async def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """The statistics extension's rows (a worker's: the sums over every worker)."""
         if name is None:
-            return [m.stats.to_json(m.name, str(m.version)) for m in self.models.all_loaded()]
-        entry = self.router.entry(name)
-        if version:
-            model = entry.versions.get(int(version)) if version.isascii() and version.isdigit() else None
-            if model is None:
-                raise ModelNotFound.version(name, version)
-            return [model.stats.to_json(name, version)]
-        return [m.stats.to_json(name, str(m.version)) for m in entry.versions.values()]
+            rows = [(m.name, str(m.version), m) for m in self.models.all_loaded()]
+        else:
+            entry = self.router.entry(name)
+            if version:
+                model = entry.versions.get(int(version)) if version.isascii() and version.isdigit() else None
+                if model is None:
+                    raise ModelNotFound.version(name, version)
+                rows = [(name, version, model)]
+            else:
+                rows = [(name, str(m.version), m) for m in entry.versions.values()]
+        if self.fleet is None:
+            return [m.stats.to_json(row_name, v) for row_name, v, m in rows]
+        summed = await self.fleet.statistics(sorted({(m.name, str(m.version)) for _, _, m in rows}))
+        return [summed.get((m.name, str(m.version)), m.stats).to_json(row_name, v) for row_name, v, m in rows]
 
     # -- shared memory (Triton's extension; CUDA regions are refused) -------------------------------------------
-    def register_shared_memory(self, name: str, key: Any, offset: Any, byte_size: Any) -> None:
+    async def register_shared_memory(self, name: str, key: Any, offset: Any, byte_size: Any) -> None:
+        """Registers here (checking the name, key and slice), then on every other worker of a fleet."""
         self.shared_memory.register(name, key, offset, byte_size)
+        if self.fleet is None:
+            return
+        held = self.shared_memory.held(name)
+        assert held is not None
+        await self.fleet.shared_memory_registered(name, *held)
 
-    def unregister_shared_memory(self, name: str = "") -> None:
+    async def unregister_shared_memory(self, name: str = "") -> None:
         self.shared_memory.unregister(name)
+        if self.fleet is not None:
+            await self.fleet.shared_memory_unregistered(name)
 
     def shared_memory_status(self, name: str = "") -> list[dict[str, Any]]:
         return self.shared_memory.status(name)

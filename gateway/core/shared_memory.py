@@ -227,6 +227,11 @@ class SharedMemoryRegistry:
             if region is not None:
                 region.retire()
 
+    def held(self, name: str) -> tuple[str, int, int] | None:
+        """The (key, offset, byte_size) registered as ``name``, or None."""
+        region = self._regions.get(name)
+        return None if region is None else (region.key, region.offset, region.byte_size)
+
     def status(self, name: str = "") -> list[dict[str, Any]]:
         if not name:
             return [r.status() for r in self._regions.values()]

@@ -82,7 +82,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     @_errors
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        stats = self.dp.statistics(request.name or None, request.version or None)
+        stats = await self.dp.statistics(request.name or None, request.version or None)
         return json_format.ParseDict(
             {"model_stats": stats}, service_pb2.ModelStatisticsResponse(), ignore_unknown_fields=True
         )
@@ -190,12 +190,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     @_errors
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        self.dp.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        await self.dp.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
         return service_pb2.SystemSharedMemoryRegisterResponse()
 
     @_errors
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        self.dp.unregister_shared_memory(request.name)
+        await self.dp.unregister_shared_memory(request.name)
         return service_pb2.SystemSharedMemoryUnregisterResponse()
 
     @_errors

@@ -42,14 +42,14 @@ async def system_register(request: Request, name: str) -> Response:
         raise InvalidInput("shared memory register request has no 'key' field")
     if "byte_size" not in doc:
         raise InvalidInput("shared memory register request has no 'byte_size' field")
-    _dp(request).register_shared_memory(name, doc["key"], doc.get("offset", 0), doc["byte_size"])
+    await _dp(request).register_shared_memory(name, doc["key"], doc.get("offset", 0), doc["byte_size"])
     return _ok()
 
 
 @router.post(_SYSTEM + "/unregister")
 @router.post(_SYSTEM + "/region/{name}/unregister")
 async def system_unregister(request: Request, name: str = "") -> Response:
-    _dp(request).unregister_shared_memory(name)
+    await _dp(request).unregister_shared_memory(name)
     return _ok()
 
 

@@ -44,13 +44,13 @@ async def server_metadata(request: Request) -> Response:
 # Statistics routes come before /v2/models/{name} so "stats" is never read as a model name.
 @router.get("/v2/models/stats")
 async def all_stats(request: Request) -> Response:
-    return json_response({"model_stats": _dp(request).statistics()})
+    return json_response({"model_stats": await _dp(request).statistics()})
 
 
 @router.get("/v2/models/{name}/stats")
 @router.get("/v2/models/{name}/versions/{version}/stats")
 async def model_stats(request: Request, name: str, version: str | None = None) -> Response:
-    return json_response({"model_stats": _dp(request).statistics(name, version)})
+    return json_response({"model_stats": await _dp(request).statistics(name, version)})
 
 
 @router.get("/v2/models/{name}")

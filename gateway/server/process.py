@@ -310,6 +310,11 @@ def run(settings: Settings) -> int:
     """Run the server on uvloop until SIGTERM/SIGINT; the exit status. With ``--workers`` above one, a supervisor
     runs that many server processes (gateway.server.supervisor)."""
     workers = settings.worker_count()
+    if workers > 1 and settings.memory_budget is not None:
+        raise SystemExit(
+            f"--memory-budget cannot be combined with --workers {settings.workers} (each worker would hold every "
+            "isolated model under a budget of its own): run one worker (--workers 1) to use a memory budget"
+        )
     if workers > 1:
         from gateway.server.supervisor import Supervisor
 

@@ -11,6 +11,10 @@ version, publishes it only once every live worker has it loaded and warm (so ver
 them drain and unload what it replaces. A worker that starts (or restarts) first loads what the others serve and
 only then counts as ready. Repository API calls and scrapes on any worker come here and act on all of them.
 
+Client state: a shared-memory region a client registers (or unregisters) through one worker is applied on every
+other worker before the call returns, and a starting worker registers the fleet's regions first; statistics
+extension calls are answered with the sums over every worker, like scrapes.
+
 A worker that exits is restarted (with backoff); SIGTERM drains every worker (each with the shutdown delay and
 grace period of a lone server) and exits 0.
 """
@@ -57,6 +61,7 @@ from gateway.server.process import (
 from gateway.server.settings import Settings
 from gateway.telemetry.fleet import FleetMetrics, Snapshot
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.stats import ModelStats
 from model_store import ModelConfig, ModelStore
 from runtimes import runtime_class
 
@@ -80,6 +85,7 @@ class Member:
     dead: bool = False
     problem: str | None = None  # what it could not load when it joined (it stays not ready)
     last: Snapshot | None = None  # its counts at the last scrape
+    has_regions: bool = False  # it was sent the client shared-memory regions and follows their changes
 
 
 class FleetHost(ModelHost):
@@ -170,7 +176,8 @@ class Supervisor:
         self.host = FleetHost(self.store, self.metrics, self)
         overrides = Path(settings.config_overrides) if settings.config_overrides else None
         self.controller = ModelController(self.store, self.host, self.metrics, config_overrides=overrides)
-        self.fleet_metrics = FleetMetrics(self.metrics)
+        self.fleet_metrics = FleetMetrics(self.metrics, triton=settings.metrics_compat == "triton")
+        self.regions: dict[str, tuple[str, int, int]] = {}  # client shared memory: name -> (key, offset, byte_size)
         self.members: dict[int, Member] = {}
         self.ports: dict[str, int] = {}
         self.started = False  # the initial load is done
@@ -332,6 +339,7 @@ class Supervisor:
     # -- what workers ask ----------------------------------------------------------------------------------------
     async def _handle(self, member: Member, op: str, args: dict[str, Any]) -> Any:
         if op == "hello":  # before it listens: it takes connections only once it serves what the others serve
+            self._send_regions(member)
             await self._join(member)
             return None
         if op == "listening":
@@ -342,6 +350,12 @@ class Supervisor:
             return None
         if op == "scrape":
             return await self._scrape(bool(args["om"]))
+        if op == "statistics":
+            return await self._statistics(args["keys"])
+        if op == "shm_register":
+            return await self._register_region(member, args["name"], args["region"])
+        if op == "shm_unregister":
+            return await self._unregister_region(member, args["name"])
         if op == "control":
             if args["verb"] == "load":
                 await self.controller.load(args["name"], args.get("parameters"))
@@ -381,18 +395,68 @@ class Supervisor:
 
     async def _scrape(self, om: bool) -> bytes:
         async with self._scrape_lock:  # one at a time: a late answer never replaces a newer snapshot
-            members = [m for m in self.members.values() if m.greeted]
-
-            async def snapshot(member: Member) -> None:
-                try:
-                    async with asyncio.timeout(SNAPSHOT_TIMEOUT):
-                        member.last = await member.link.call("snapshot")
-                except (LinkClosed, TimeoutError):
-                    pass
-
-            await asyncio.gather(*(snapshot(m) for m in members))
-            live = {m.slot: m.last for m in members if not m.dead and m.last is not None}
+            live = await self._snapshots()
             return self.fleet_metrics.render(live, om)  # on this loop: no worker's counts move while it sums
+
+    async def _statistics(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ModelStats]:
+        """The statistics extension's counts of these versions, summed over every worker (the dead ones' too)."""
+        async with self._scrape_lock:
+            total = self.fleet_metrics.total(await self._snapshots())
+        found = {key: total.statistics(*key) for key in keys}
+        return {key: stats for key, stats in found.items() if stats is not None}
+
+    async def _snapshots(self) -> dict[int, Snapshot]:
+        """Every live worker's counts now (one that does not answer in time: its previous ones)."""
+        members = [m for m in self.members.values() if m.greeted]
+
+        async def snapshot(member: Member) -> None:
+            try:
+                async with asyncio.timeout(SNAPSHOT_TIMEOUT):
+                    member.last = await member.link.call("snapshot")
+            except (LinkClosed, TimeoutError):
+                pass
+
+        await asyncio.gather(*(snapshot(m) for m in members))
+        return {m.slot: m.last for m in members if not m.dead and m.last is not None}
+
+    # -- client shared memory: every worker holds the regions a client registered through any of them ----------
+    def _send_regions(self, member: Member) -> None:
+        """A starting worker registers the fleet's regions before anything else it is told (messages arrive in
+        order, and from now on every change goes to it too)."""
+        member.link.tell("shm_sync", regions=dict(self.regions))
+        member.has_regions = True
+
+    async def _register_region(
+        self, origin: Member, name: str, region: tuple[str, int, int]
+    ) -> tuple[str, int, int] | None:
+        """``origin`` registered ``name`` (it checked the key and size); every other live worker registers it.
+        When another worker registered that name first, the fleet's region: ``origin`` holds it instead and
+        answers its client that the name is taken."""
+        fleets = self.regions.get(name)
+        if fleets is not None:
+            return fleets
+        self.regions[name] = region
+        await self._tell_regions(origin, "shm_register", name=name, region=region)
+        return None
+
+    async def _unregister_region(self, origin: Member, name: str) -> None:
+        if name:
+            self.regions.pop(name, None)
+        else:
+            self.regions.clear()
+        await self._tell_regions(origin, "shm_unregister", name=name)
+
+    async def _tell_regions(self, origin: Member, op: str, **args: Any) -> None:
+        members = [m for m in self.members.values() if m.has_regions and not m.dead and m is not origin]
+
+        async def tell(member: Member) -> None:
+            async with asyncio.timeout(SNAPSHOT_TIMEOUT):  # a worker that lags applies it when it catches up
+                await member.link.call(op, **args)
+
+        results = await asyncio.gather(*(tell(m) for m in members), return_exceptions=True)
+        for member, result in zip(members, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, LinkClosed):
+                log.error("worker %d: %s %r failed: %s", member.slot, op, args.get("name"), result)
 
     # -- telling workers -------------------------------------------------------------------------------------------
     async def broadcast(self, op: str, only: set[int] | None = None, **args: Any) -> dict[int, Any]:

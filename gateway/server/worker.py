@@ -1,7 +1,8 @@
 """WorkerServer: one of the server processes a supervisor runs (``--workers N``). It serves like a lone server, on
 ports it shares with the other workers, but it does not follow the store: its supervisor tells it what to load,
-publish and unload (so every worker swaps versions together), answers its repository API calls and its /metrics
-(the sum over every worker), and tells it whether the fleet is ready.
+publish and unload (so every worker swaps versions together), answers its repository API calls, its /metrics and
+its statistics calls (the sums over every worker), carries the shared-memory regions clients register through it to
+every other worker, and tells it whether the fleet is ready.
 
 Started as ``python -m gateway.server.worker SPEC`` by gateway.server.supervisor, never by hand.
 """
@@ -17,13 +18,14 @@ from typing import Any
 
 import orjson
 
-from gateway.core.errors import ServerUnavailable
+from gateway.core.errors import AlreadyExists, GatewayError, ServerUnavailable
 from gateway.lifecycle.model import READY, ModelVersion
 from gateway.server.link import Link
 from gateway.server.process import Server, run_loop
 from gateway.server.settings import Settings
 from gateway.telemetry import fleet
 from gateway.telemetry.logs import setup_logging
+from gateway.telemetry.stats import ModelStats
 
 log = logging.getLogger("tensorgate.worker")
 
@@ -41,6 +43,32 @@ class RemoteControl:
 
     async def unload(self, name: str) -> None:
         await self.server.ask("control", verb="unload", name=name)
+
+
+class RemoteFleet:
+    """The data plane's view of the other workers: client shared memory and statistics, through the supervisor."""
+
+    def __init__(self, server: WorkerServer) -> None:
+        self.server = server
+
+    async def shared_memory_registered(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        fleets: tuple[str, int, int] | None = await self.server.ask(
+            "shm_register", name=name, region=(key, offset, byte_size)
+        )
+        if fleets is not None:  # another worker registered that name first: the fleet's region stands, here too
+            self.server.hold_region(name, fleets)
+            raise AlreadyExists(f"shared memory region {name!r} is already registered; unregister it first")
+
+    async def shared_memory_unregistered(self, name: str) -> None:
+        await self.server.ask("shm_unregister", name=name)
+
+    async def statistics(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], ModelStats]:
+        try:
+            async with asyncio.timeout(SCRAPE_TIMEOUT):
+                summed: dict[tuple[str, str], ModelStats] = await self.server.ask("statistics", keys=keys)
+        except TimeoutError:
+            raise ServerUnavailable(f"the workers' statistics did not come within {SCRAPE_TIMEOUT:.0f}s") from None
+        return summed
 
 
 class WorkerServer(Server):
@@ -61,6 +89,7 @@ class WorkerServer(Server):
         super().__init__(settings)
         self.shared_ports = True
         self.host.index = self._fleet_index  # type: ignore[method-assign]  # the index is the fleet's
+        self.dataplane.fleet = RemoteFleet(self)
 
     # -- Server's hooks ------------------------------------------------------------------------------------------
     def _host_hooks(self) -> dict[str, Any]:
@@ -120,7 +149,18 @@ class WorkerServer(Server):
 
     async def _handle(self, op: str, args: dict[str, Any]) -> Any:
         if op == "snapshot":
-            return fleet.take(self.metrics)
+            held = [(m.labels, m.stats) for m in self.host.all_loaded()]
+            return fleet.take(self.metrics, held, [m.labels for m in self.host.serving()])
+        if op == "shm_sync":  # (before this worker listens) the regions clients registered through the others
+            for name, region in args["regions"].items():
+                self.hold_region(name, region)
+            return None
+        if op == "shm_register":
+            self.hold_region(args["name"], args["region"])
+            return None
+        if op == "shm_unregister":
+            self.dataplane.shared_memory.unregister(args["name"])
+            return None
         if op == "load":
             return await self._load(**args)
         if op == "decide":
@@ -207,6 +247,18 @@ class WorkerServer(Server):
         published = self._published.get((model.name, model.version))
         if published is not None and not published.done():
             published.set_result(None)
+
+    def hold_region(self, name: str, region: tuple[str, int, int]) -> None:
+        """Registers a region another worker registered (the same one already held: nothing to do)."""
+        registry = self.dataplane.shared_memory
+        key, offset, byte_size = region
+        if registry.held(name) == region:
+            return
+        registry.unregister(name)  # a region of that name the fleet replaced
+        try:
+            registry.register(name, key, offset, byte_size)
+        except GatewayError as exc:  # e.g. the client removed the object since: it is unknown here only
+            log.error("could not register shared memory region %r like the other workers: %s", name, exc.message)
 
     # -- health ------------------------------------------------------------------------------------------------
     def _why_unready(self) -> str | None:

@@ -1,6 +1,7 @@
 """FleetMetrics: one /metrics for several worker processes — each worker's counts as a plain-data ``Snapshot``,
 summed into one exposition by the supervisor (counters and histograms summed, in-flight gauges summed, model
-states from the supervisor's own controller), keeping the last snapshot of every worker that died so that no
+states from the supervisor's own controller, Triton's ``nv_inference_*`` families from the summed statistics),
+keeping the last snapshot of every worker that died so that no
 counter goes backwards and no series disappears when a worker is replaced.
 
 Snapshots are taken on the worker's event loop (copies of counts, no rendering) and rendered by the supervisor
@@ -10,12 +11,15 @@ exposition shows those of the first live worker.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.telemetry.exposition import Renderer, _header
 from gateway.telemetry.metrics import Exemplar, Metrics, ModelSeries, _Histogram
 from gateway.telemetry.route_metrics import Divergence, RouteMetrics, RouteSeries, RouteState, ShadowSeries
+from gateway.telemetry.stats import ModelStats
+from gateway.telemetry.triton_metrics import TritonFamilies
 
 #: a histogram as data: bounds, counts per bucket (not cumulative), sum, exemplars (or None)
 Hist = tuple[tuple[float, ...], list[int], float, list[Exemplar | None] | None]
@@ -44,6 +48,20 @@ class Snapshot:
     fallbacks: dict[Key3, int] = field(default_factory=dict)
     shadow: dict[tuple[str, str], Shadow] = field(default_factory=dict)
     route_state: list[RouteState] = field(default_factory=list)
+    stats: dict[Key3, ModelStats] = field(default_factory=dict)  # the statistics extension's, by (model, version,
+    # runtime), of every version the worker holds
+    serving: set[Key3] = field(default_factory=set)  # the versions it serves now (READY or draining)
+
+    def statistics(self, name: str, version: str) -> ModelStats | None:
+        """The summed statistics of one version (over its runtimes: a version swapped to another format keeps its
+        counts), or None when no worker holds it."""
+        found = [s for k, s in self.stats.items() if k[0] == name and k[1] == version]
+        if not found:
+            return None
+        out = ModelStats()
+        for s in found:
+            out.merge(s)
+        return out
 
     def requests(self) -> dict[str, int]:
         """Inference requests answered, by protocol."""
@@ -57,10 +75,19 @@ def _data(h: _Histogram) -> Hist:
     return (h.bounds, list(h.counts), h.sum, list(h.exemplars) if h.exemplars is not None else None)
 
 
-def take(metrics: Metrics) -> Snapshot:
-    """This process's counts (call it on the event loop that records them: nothing changes while it copies)."""
+def take(metrics: Metrics, stats: Iterable[tuple[Key3, ModelStats]] = (), serving: Iterable[Key3] = ()) -> Snapshot:
+    """This process's counts (call it on the event loop that records them: nothing changes while it copies), with
+    the statistics of the versions it holds and the labels of those it serves."""
     m, r = metrics, metrics.routes
+    held: dict[Key3, ModelStats] = {}
+    for labels, st in stats:
+        if labels in held:
+            held[labels].merge(st)
+        else:
+            held[labels] = st.copy()
     return Snapshot(
+        stats=held,
+        serving=set(serving),
         series={k: (dict(s.codes), {n: _data(h) for n, h in s.stages.items()}) for k, s in m._series.items()},
         inflight=dict(m._inflight),
         sla={k: dict(v) for k, v in m._sla.items()},
@@ -114,6 +141,13 @@ def add(total: Snapshot, s: Snapshot, gauges: bool = True) -> None:
         _add_counts(total.inflight, s.inflight)
         if not total.route_state:
             total.route_state = list(s.route_state)
+        total.serving |= s.serving
+    for k3, st in s.stats.items():
+        have_st = total.stats.get(k3)
+        if have_st is None:
+            total.stats[k3] = st.copy()
+        else:
+            have_st.merge(st)
     total.sla.update(s.sla)
     for k3, h in s.load.items():
         total.load[k3] = _add_hist(total.load.get(k3), h)
@@ -163,8 +197,9 @@ class FleetMetrics:
     ``own`` is the supervisor's Metrics: model states, SLA targets and the store's health come from its
     controller, the one that decides for every worker."""
 
-    def __init__(self, own: Metrics) -> None:
+    def __init__(self, own: Metrics, triton: bool = False) -> None:
         self.own = own
+        self.triton = triton  # --metrics-compat triton: Triton's families, from the summed statistics
         self.retired = Snapshot()
         self._retired_by_slot: dict[int, dict[str, int]] = {}
         self.restarts = 0
@@ -194,6 +229,9 @@ class FleetMetrics:
         m._load_failures = dict(total.load_failures)
         m._batch = {k: _hist(h) for k, h in total.batch.items()}
         m.routes = _routes(total)
+        if self.triton:
+            loaded = [(k, total.stats[k]) for k in sorted(total.serving) if k in total.stats]
+            m.triton = TritonFamilies(lambda: loaded)  # a new one per scrape: its cache keys on live series
         body = Renderer(m).render(om).removesuffix(b"# EOF\n")
         return body + self._workers(live, om) + (b"# EOF\n" if om else b"")
 

@@ -18,12 +18,21 @@ class Duration:
     def to_json(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
 
+    def merge(self, other: Duration) -> None:
+        self.count += other.count
+        self.ns += other.ns
+
 
 @dataclass
 class BatchStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+
+    def merge(self, other: BatchStats) -> None:
+        self.compute_input.merge(other.compute_input)
+        self.compute_infer.merge(other.compute_infer)
+        self.compute_output.merge(other.compute_output)
 
 
 @dataclass
@@ -61,6 +70,26 @@ class ModelStats:
 
     def record_failure(self, total: float) -> None:
         self.fail.add(total)
+
+    def merge(self, other: ModelStats) -> None:
+        """Adds ``other``'s counts into these (the sum over worker processes); the latest last inference wins."""
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        for mine, theirs in (
+            (self.success, other.success), (self.fail, other.fail), (self.queue, other.queue),
+            (self.compute_input, other.compute_input), (self.compute_infer, other.compute_infer),
+            (self.compute_output, other.compute_output),
+        ):  # fmt: skip
+            mine.merge(theirs)
+        for size, batch in other.batches.items():
+            self.batches.setdefault(size, BatchStats()).merge(batch)
+
+    def copy(self) -> ModelStats:
+        """A copy with nothing shared (taken on the event loop that records these)."""
+        out = ModelStats()
+        out.merge(self)
+        return out
 
     def to_json(self, name: str, version: str) -> dict[str, Any]:
         zero = Duration().to_json()

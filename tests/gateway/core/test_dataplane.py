@@ -264,7 +264,7 @@ def test_metrics_recorded_once_per_request_with_registry_labels(one_model: Store
             compute = bed.samples("tensorgate_compute_duration_seconds_sum")[labels(**rest)]
             request_sum = bed.samples("tensorgate_request_duration_seconds_sum")[labels(**rest)]
             assert 0 < compute < request_sum
-            stats = bed.dataplane.statistics("m")[0]
+            stats = (await bed.dataplane.statistics("m"))[0]
             assert stats["inference_count"] == 2 and stats["execution_count"] == 2
             assert stats["inference_stats"]["fail"]["count"] == 1
 

@@ -100,6 +100,7 @@ def test_register_status_unregister(registry: SharedMemoryRegistry, root: Path) 
     with pytest.raises(AlreadyExists, match="'a' is already registered"):
         registry.register("a", key, 0, 8)
     assert registry.status("a") == [{"name": "a", "key": key, "offset": 16, "byte_size": 32}]
+    assert registry.held("a") == (key, 16, 32) and registry.held("c") is None
     assert [r["name"] for r in registry.status()] == ["a", "b"]
     with pytest.raises(RegionNotFound, match="'c'"):
         registry.status("c")

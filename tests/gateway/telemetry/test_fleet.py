@@ -1,5 +1,6 @@
 """FleetMetrics: the sum of several workers' snapshots is the exposition one process would have rendered for all
-their requests; a dead worker's last counts stay in the sums (counters never go backwards)."""
+their requests (statistics and Triton's families too); a dead worker's last counts stay in the sums (counters never
+go backwards)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.telemetry import fleet
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.stats import ModelStats
+
+KEY3 = ("m", "1", "onnx")
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -93,3 +97,49 @@ def test_openmetrics_keeps_the_latest_exemplar_per_bucket() -> None:
     body = fleet.FleetMetrics(own_metrics()).render({0: fleet.take(a), 1: fleet.take(b)}, om=True)
     assert body.endswith(b"# EOF\n")
     assert b'trace_id="bbbb"' in body and b'trace_id="aaaa"' not in body
+
+
+def served_stats(metrics: Metrics, rows: list[int], failures: int = 0) -> ModelStats:
+    """One worker's statistics and request counters for ``rows`` (batch sizes), one execution each."""
+    stats = ModelStats()
+    series = metrics.series("m", "1", "onnx", "rest")
+    for n in rows:
+        stats.record_execution(n, 0.002)
+        stats.record_success(1000 + n, n, 0.005, 0.001, 0.002)
+        series.observe("OK", 0.005, 0.001, 0.002, 0.002)
+    for _ in range(failures):
+        stats.record_failure(0.001)
+        series.observe("INVALID_ARGUMENT", 0.001, 0, 0, 0)
+    return stats
+
+
+def test_statistics_and_triton_families_sum_over_workers_and_keep_the_dead() -> None:
+    a, b, both = Metrics(), Metrics(), Metrics()
+    stats_a, stats_b = served_stats(a, [1, 2]), served_stats(b, [4], failures=1)
+    whole = ModelStats()  # one process serving every request
+    for s in (served_stats(both, [1, 2]), served_stats(both, [4], failures=1)):
+        whole.merge(s)
+    both.enable_triton(lambda: [(KEY3, whole)])
+    snaps = {
+        0: pickle.loads(pickle.dumps(fleet.take(a, [(KEY3, stats_a)], [KEY3]))),
+        1: pickle.loads(pickle.dumps(fleet.take(b, [(KEY3, stats_b)], [KEY3]))),
+    }
+    sums = fleet.FleetMetrics(own_metrics(), triton=True)
+    summed = sums.total(snaps).statistics("m", "1")
+    assert summed is not None and summed.to_json("m", "1") == whole.to_json("m", "1")
+    assert summed.inference_count == 7 and summed.execution_count == 3 and summed.fail.count == 1
+    assert sorted(summed.batches) == [1, 2, 4] and summed.last_inference_ms == 1004
+    assert sums.total(snaps).statistics("m", "2") is None
+
+    def triton(body: bytes) -> dict[str, str]:
+        return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in body.decode().splitlines() if "nv_" in line}
+
+    got = triton(sums.render(snaps, om=False))
+    assert got == triton(both.exposition()) and got['nv_inference_count{model="m",version="1"}'] == "7"
+    assert got['nv_inference_request_failure{model="m",version="1",reason="OTHER"}'] == "1"
+    sums.retire(1, snaps[1])  # worker 1 died; its replacement has served nothing yet
+    fresh = fleet.take(Metrics(), [(KEY3, ModelStats())], [KEY3])
+    after = sums.total({0: snaps[0], 1: fresh}).statistics("m", "1")
+    assert after is not None and after.to_json("m", "1") == whole.to_json("m", "1")
+    assert triton(sums.render({0: snaps[0], 1: fresh}, om=False)) == got
+    assert b"nv_inference" not in fleet.FleetMetrics(own_metrics()).render(snaps, om=False)  # only when enabled
