@@ -222,6 +222,11 @@ class TfsConfigStore:
 
     def _entry(self, model: str) -> tuple[TfsModel, Any]:
         found = self._models.get(model)
+        if found is None and self.poll_wait_seconds > 0:
+            # asked for a model this copy has not read yet: another process (the supervisor of several workers)
+            # polls the file and saw it first; read it now rather than at the next due time
+            self.reload(force=True)
+            found = self._models.get(model)
         if found is None:
             raise StoreError(f"model {model!r} is not in the model config file {self.path}")
         return found, self._stores[found.parent]

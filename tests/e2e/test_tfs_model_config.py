@@ -202,3 +202,32 @@ def test_one_model_mode_with_tf_serving_flags(models: dict[str, Any], tmp_path: 
         assert server.client.get("/v1/models/default").status_code == 404
     finally:
         server.stop()
+
+
+def test_workers_follow_the_file_together(tmp_path: Path) -> None:
+    """With --workers 2 the supervisor re-reads the file; each worker serves a model added to it."""
+    dense_model(tmp_path / "a" / "1" / "model.onnx", seed=0)
+    dense_model(tmp_path / "b" / "4" / "model.onnx", seed=1)
+    path = tmp_path / "models.config"
+    write_config(path, [f"name: 'a' base_path: '{tmp_path / 'a'}'"])
+    args = [
+        "--workers", "2", "--model_config_file", str(path), "--model_config_file_poll_wait_seconds", "0.3",
+    ]  # fmt: skip
+    server = ServerProcess(tmp_path / "unused", tmp_path, args).start()
+    x = np.ones((1, 16), np.float32)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": x.ravel().tolist()}]}
+
+    def answers(name: str) -> list[int]:
+        codes = []
+        for _ in range(16):  # a new connection each: the workers share the port
+            codes.append(httpx.post(f"{server.http_url}/v2/models/{name}/infer", json=body, timeout=30).status_code)
+        return codes
+
+    try:
+        assert set(answers("a")) == {200}
+        write_config(path, [f"name: 'a' base_path: '{tmp_path / 'a'}'", f"name: 'b' base_path: '{tmp_path / 'b'}'"])
+        wait_until(lambda: set(answers("b")) == {200}, "b served by every worker", server=server)
+        per_worker = httpx.get(f"{server.http_url}/metrics").text
+        assert per_worker.count('tensorgate_worker_requests_total{worker="') >= 2, per_worker
+    finally:
+        server.stop()

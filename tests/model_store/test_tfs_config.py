@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from model_store import ModelConfig
+from model_store.base import StoreError
 from model_store.config import ConfigError
 from model_store.tfs_config import TfsConfigStore, parse_model_server_config
 from tests.model_store.conftest import OnnxModel
@@ -178,6 +179,17 @@ def test_rewrites_apply_when_due_and_invalid_ones_keep_the_last_good(tmp_path: P
     assert store.reload(force=True) is True and store.reload_error == ""
     assert store.list_models() == ["n"]
     assert _config(store, "n").version_labels == {"stable": 7}
+
+
+def test_a_model_asked_for_before_the_next_read_is_due_reads_the_file(tmp_path: Path, base_paths: dict) -> None:
+    """A worker's copy of the store is told to load a model its supervisor's copy has just read from the file."""
+    path = config_file(tmp_path / "models.config", entry("m", base_paths["a"]))
+    store = TfsConfigStore(path, poll_wait_seconds=3600)
+    config_file(path, entry("m", base_paths["a"]), entry("n", base_paths["b"]))
+    assert store.list_versions("n") == [7]
+    assert store.list_models() == ["m", "n"]
+    with pytest.raises(StoreError, match="'x' is not in the model config file"):
+        store.list_versions("x")
 
 
 def test_poll_wait_zero_reads_the_file_once(tmp_path: Path, base_paths: dict) -> None:
