@@ -68,6 +68,7 @@ from runtimes import runtime_class
 log = logging.getLogger("tensorgate.supervisor")
 
 SNAPSHOT_TIMEOUT = 10.0  # a worker that does not answer a scrape in time counts with its previous snapshot
+SNAPSHOT_EVERY = 5.0  # each worker's counts are also fetched this often: one killed between scrapes loses at most these
 BACKOFF = (0.5, 10.0)  # first and longest wait before restarting a worker that keeps exiting
 STABLE_AFTER = 30.0  # a worker that ran this long before exiting restarts after the first wait again
 
@@ -221,6 +222,7 @@ class Supervisor:
             check_startup(self.controller, s)
             self.started = True
             self.push_state()
+            self._spawn(self._refresh())
             if s.model_control == "poll" and poll_interval(s) > 0:
                 self._spawn(poll_store(self.controller, poll_interval(s)))
             await self._stop.wait()
@@ -404,6 +406,14 @@ class Supervisor:
             total = self.fleet_metrics.total(await self._snapshots())
         found = {key: total.statistics(*key) for key in keys}
         return {key: stats for key, stats in found.items() if stats is not None}
+
+    async def _refresh(self) -> None:
+        """Keep every worker's last snapshot recent, so a worker that dies (SIGKILL, the OOM killer) between two
+        scrapes takes at most SNAPSHOT_EVERY seconds of counts with it."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_EVERY)
+            async with self._scrape_lock:
+                await self._snapshots()
 
     async def _snapshots(self) -> dict[int, Snapshot]:
         """Every live worker's counts now (one that does not answer in time: its previous ones)."""

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tg
 
+from gateway.server.supervisor import SNAPSHOT_EVERY
 from tests.onnx_models import dense_model, dense_weights
 from tests.serving import ServerProcess, index_row, metric_samples, metric_series, metric_value, wait_until
 
@@ -151,15 +153,19 @@ def test_sigkilled_worker_is_replaced_and_counts_never_go_back(served: ServerPro
     wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, "ready again", server=served)
     after = requests_total(served)
     assert after >= before  # the dead worker's counts at the last scrape stay in the sums
-    # with no traffic between a scrape and a kill, the sums stay exact across the restart
+    # with no traffic between the supervisor's last snapshot and a kill, the sums stay exact across the restart;
+    # it fetches one every SNAPSHOT_EVERY seconds without a scrape
     settled = requests_total(served)
+    for _ in range(10):
+        rest_infer(url)
+    time.sleep(2 * SNAPSHOT_EVERY + 1)
     survivor = workers_of(served)[0]
     os.kill(survivor, signal.SIGKILL)
     wait_until(lambda: survivor not in workers_of(served) and len(workers_of(served)) == 2, "another new worker")
     wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, "ready again", server=served)
     for _ in range(10):
         rest_infer(url)
-    assert requests_total(served) == settled + 10
+    assert requests_total(served) == settled + 20
 
 
 def test_swap_leaves_no_worker_on_the_old_version(served: ServerProcess, store: Path, tmp_path: Path) -> None:
