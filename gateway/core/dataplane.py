@@ -165,7 +165,15 @@ class DataPlane:
                 raise ServerUnavailable("server is shutting down")
             if self.on_demand is not None and name:
                 await self._load_on_demand(name)
-            request = await decode(x)
+            try:
+                request = await decode(x)
+            except ModelNotReady:
+                # a model named only inside the body (TF Serving gRPC resolves it while decoding), parked by the
+                # memory budget: it loads, then the request is decoded again (decoders only read what they got)
+                if self.on_demand is None or not x.name or not self.on_demand.parked(x.name):
+                    raise
+                await self._load_on_demand(x.name)
+                request = await decode(x)
             if wants_shared_memory(request):
                 lease = self.shared_memory.lease()
                 await lease.read_inputs(request)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import orjson
@@ -303,5 +304,36 @@ def test_a_key_that_may_not_call_a_parked_model_does_not_load_it(tmp_path: Path)
         got = np.asarray(allowed.json()["outputs"][0]["data"], np.float32).reshape(1, -1)
         np.testing.assert_allclose(got, dense_expected(x, seed=["a", "b"].index(parked)), rtol=1e-5, atol=1e-5)
         assert list(runtime_processes(server).values()) == [f"{parked} v1"]  # the budget made room for it
+    finally:
+        server.stop()
+
+
+def test_a_parked_model_loads_for_a_tf_serving_grpc_request(tmp_path: Path) -> None:
+    """TF Serving's gRPC names the model only inside the request body: it loads on that request too."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    store = _dense_store(tmp_path / "store", isolated=["a", "b"])
+    probe = ProcessRuntime("onnx", "probe", slots=1)
+    probe.load(store / "a" / "1", {})
+    size = probe.rss()
+    probe.unload()
+    server = ServerProcess(store, tmp_path, ["--poll-interval", "0", "--memory-budget", str(int(size * 1.5))]).start()
+    try:
+        (loaded,) = runtime_processes(server).values()
+        parked = "b" if loaded == "a v1" else "a"
+        x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = parked
+        proto = request.inputs["x"]
+        proto.dtype = 1  # DT_FLOAT
+        proto.tensor_shape.dim.add(size=2)
+        proto.tensor_shape.dim.add(size=16)
+        proto.float_val.extend(x.ravel().tolist())
+        with grpc.insecure_channel(server.grpc) as channel:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+        y = response.outputs["y"]
+        got = np.asarray(y.float_val, np.float32).reshape([d.size for d in y.tensor_shape.dim])
+        np.testing.assert_allclose(got, dense_expected(x, seed=["a", "b"].index(parked)), rtol=1e-5, atol=1e-5)
+        assert list(runtime_processes(server).values()) == [f"{parked} v1"]
     finally:
         server.stop()
