@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "peers"))
 
-KINDS = ("aio", "aio-raw", "sync-16")
+KINDS = ("aio", "aio-raw", "h2")
 _SERVICE = "inference.GRPCInferenceService"
 
 
@@ -75,7 +75,8 @@ def _infer_parts(dp: Any) -> Any:
     return parse, origin_from, infer
 
 
-async def start_aio_raw(dp: Any, settings: Any, guard: Any = None) -> tuple[Any, int]:
+def _raw_handler(dp: Any) -> Any:
+    """The minimal raw-bytes ModelInfer handler both ``aio-raw`` and ``h2`` serve."""
     import grpc
 
     from gateway.core.errors import GatewayError
@@ -101,9 +102,24 @@ async def start_aio_raw(dp: Any, settings: Any, guard: Any = None) -> tuple[Any,
             context.set_trailing_metadata((("x-request-id", origin.request_id),))
         return message.SerializeToString()  # type: ignore[no-any-return]
 
+    return grpc.unary_unary_rpc_method_handler(model_infer)
+
+
+async def start_aio_raw(dp: Any, settings: Any, guard: Any = None, **_: Any) -> tuple[Any, int]:
+    import grpc
+
     server = grpc.aio.server(options=_options(settings))
-    handler = grpc.unary_unary_rpc_method_handler(model_infer)
-    server.add_registered_method_handlers(_SERVICE, {"ModelInfer": handler})
+    server.add_registered_method_handlers(_SERVICE, {"ModelInfer": _raw_handler(dp)})
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    return server, port
+
+
+async def start_h2(dp: Any, settings: Any, guard: Any = None, **_: Any) -> tuple[Any, int]:
+    from gateway.grpc.h2.server import H2Server, Limits
+
+    server = H2Server(Limits(max_message_bytes=settings.grpc_max_message_bytes))
+    server.add_registered_method_handlers(_SERVICE, {"ModelInfer": _raw_handler(dp)})
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await server.start()
     return server, port
@@ -120,7 +136,7 @@ class _SyncServer:
         await asyncio.to_thread(event.wait)
 
 
-async def start_sync(dp: Any, settings: Any, guard: Any = None, threads: int = 32) -> tuple[Any, int]:
+async def start_sync(dp: Any, settings: Any, guard: Any = None, threads: int = 32, **_: Any) -> tuple[Any, int]:
     import grpc
 
     from gateway.core.errors import GatewayError
@@ -158,7 +174,7 @@ def serve(kind: str, argv: list[str]) -> int:
     import gateway.grpc.server as grpc_server
     from gateway.cli.main import main
 
-    starts = {"aio-raw": start_aio_raw}
+    starts = {"aio-raw": start_aio_raw, "h2": start_h2}
     if kind.startswith("sync-"):  # sync-N: a pool of N threads
         grpc_server.start_grpc = functools.partial(start_sync, threads=int(kind[5:]))  # type: ignore[assignment]
     elif kind in starts:
