@@ -125,6 +125,8 @@ class Server:
         if s.grpc_port >= 0:
             from gateway.grpc.server import start_grpc
 
+            if s.grpc_server == "h2" and files:
+                raise StartupError("--grpc-server h2 serves no TLS: use --grpc-server aio with TLS")
             self._grpc, grpc_port = await start_grpc(self.dataplane, s, self.guard, reuse_port=self.shared_ports)
             self.ports["grpc"] = grpc_port
         if s.metrics_port >= 0:

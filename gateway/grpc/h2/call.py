@@ -5,6 +5,7 @@ error or deadline) written back on the stream."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -147,6 +148,20 @@ async def _requests(connection: Connection, stream: Stream, handler: Any) -> Asy
         yield raw if deserialize is None else deserialize(raw)
 
 
+async def _result(result: Any) -> Any:
+    """A behaviour's answer: awaited when a coroutine (grpc.aio servicers may also be plain functions)."""
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _responses(responses: Any) -> AsyncIterator[Any]:
+    if hasattr(responses, "__aiter__"):
+        async for response in responses:
+            yield response
+    else:
+        for response in responses:
+            yield response
+
+
 def _serialize(handler: Any, response: Any) -> bytes:
     serialize = handler.response_serializer
     return response if serialize is None else serialize(response)  # type: ignore[no-any-return]
@@ -168,13 +183,16 @@ def _failed(connection: Connection, stream: Stream, context: Context, exc: BaseE
     else:
         if not isinstance(exc, Exception):
             return
+        if context._code is not None and context._code != grpc.StatusCode.OK:  # set, then raised: as grpc.aio
+            _end(connection, stream, context, None)
+            return
         log.exception("gRPC handler for %s failed", stream.head.path, exc_info=exc)
         connection.respond(stream, None, UNKNOWN, f"Unexpected {type(exc).__name__}: {exc}", ())
 
 
 async def _unary_unary(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        response = await handler.unary_unary(_request(stream, handler), context)
+        response = await _result(handler.unary_unary(_request(stream, handler), context))
         _end(connection, stream, context, None if response is None else _serialize(handler, response))
     except BaseException as exc:
         _failed(connection, stream, context, exc)
@@ -184,7 +202,7 @@ async def _unary_unary(connection: Connection, stream: Stream, handler: Any, con
 
 async def _unary_stream(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        async for response in handler.unary_stream(_request(stream, handler), context):
+        async for response in _responses(handler.unary_stream(_request(stream, handler), context)):
             await connection.send_message(stream, _serialize(handler, response))
         _end(connection, stream, context, None)
     except BaseException as exc:
@@ -195,7 +213,7 @@ async def _unary_stream(connection: Connection, stream: Stream, handler: Any, co
 
 async def _stream_unary(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        response = await handler.stream_unary(_requests(connection, stream, handler), context)
+        response = await _result(handler.stream_unary(_requests(connection, stream, handler), context))
         _end(connection, stream, context, None if response is None else _serialize(handler, response))
     except BaseException as exc:
         _failed(connection, stream, context, exc)
@@ -205,7 +223,7 @@ async def _stream_unary(connection: Connection, stream: Stream, handler: Any, co
 
 async def _stream_stream(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        async for response in handler.stream_stream(_requests(connection, stream, handler), context):
+        async for response in _responses(handler.stream_stream(_requests(connection, stream, handler), context)):
             await connection.send_message(stream, _serialize(handler, response))
         _end(connection, stream, context, None)
     except BaseException as exc:

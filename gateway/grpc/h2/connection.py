@@ -83,6 +83,7 @@ class Stream:
         "messages",
         "pending",
         "queue",
+        "queued",
         "received",
         "recv_window",
         "remote_closed",
@@ -99,6 +100,7 @@ class Stream:
         self.body = bytearray()
         self.messages: list[bytes] = []
         self.queue: asyncio.Queue[bytes | None] | None = None  # streamed requests
+        self.queued = 0  # their bytes not yet taken by the handler
         self.send_window = send_window
         self.recv_window = recv_window
         self.unacked = 0
@@ -445,10 +447,7 @@ class Connection(asyncio.Protocol):
             self._reset(stream, f.FLOW_CONTROL_ERROR)
             return
         data = self._unpad(flags, payload)
-        if stream.queue is None:  # unary request: taken in whole, the window granted as it arrives
-            stream.unacked += size
-        else:
-            stream.unacked += size - len(data)  # padding; the data is granted as the handler takes it
+        stream.unacked += size  # granted back as it arrives, while the handler keeps up with streamed requests
         body = stream.body
         if not body and len(data) >= 5:  # the common case: whole messages in one frame, no copy into body
             flag, length = _MESSAGE.unpack_from(data)
@@ -478,7 +477,7 @@ class Connection(asyncio.Protocol):
                     return
         if flags & f.END_STREAM:
             self._end_of_requests(stream)
-        elif stream.unacked >= self.limits.stream_window >> 1:
+        elif stream.unacked >= self.limits.stream_window >> 1 and stream.queued < self.limits.stream_window:
             self._grant(stream)
 
     def _grant(self, stream: Stream) -> None:
@@ -488,13 +487,14 @@ class Connection(asyncio.Protocol):
             stream.unacked = 0
 
     def consumed(self, stream: Stream, size: int) -> None:
-        """A streamed request taken by its handler: its bytes are granted back to the peer."""
-        stream.unacked += size
-        if stream.unacked >= self.limits.stream_window >> 1:
+        """A streamed request taken by its handler: what was held back while requests queued up is granted."""
+        stream.queued -= size
+        if stream.unacked >= self.limits.stream_window >> 1 and stream.queued < self.limits.stream_window:
             self._grant(stream)
 
     def _message(self, stream: Stream, message: bytes) -> None:
         if stream.queue is not None:
+            stream.queued += len(message) + 5
             stream.queue.put_nowait(message)
         elif stream.messages:
             self._abort(stream, UNIMPLEMENTED, "more than one request message for a unary method")
