@@ -5,7 +5,9 @@ server CPU per call (utime+stime of the server process over the window / calls),
     .venv/bin/python bench/grpc_servers.py --store demo_store --model mlp_onnx --rounds 3 --seconds 5
 
 Servers (``--kinds``): ``aio`` grpc.aio as this checkout serves it (``gateway.grpc.server.start_grpc``);
-``aio-raw`` a minimal ModelInfer on raw bytes and nothing else (the floor of the raw design); ``sync-N`` grpcio's
+``h2-serve`` this checkout's server with ``--grpc-server h2`` (every service, the same handlers, on
+``gateway.grpc.h2``); ``aio-raw`` a minimal ModelInfer on raw bytes and nothing else (the floor of the raw design);
+``h2`` the same minimal ModelInfer on the h2 server; ``sync-N`` grpcio's
 synchronous server with a pool of N threads, ModelInfer on raw bytes, each call handed to the event loop with
 ``run_coroutine_threadsafe``; ``checkout:PATH`` another checkout's server as it is. Each server process is the real
 ``tensorgate serve``; only its gRPC server differs. Compare this checkout with another with ``bench/ab.py``.
@@ -29,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "peers"))
 
-KINDS = ("aio", "aio-raw", "h2")
+KINDS = ("aio", "h2-serve", "aio-raw", "h2")
 _SERVICE = "inference.GRPCInferenceService"
 
 
@@ -203,6 +205,8 @@ def start(kind: str, store: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], d
     log = open(tmp / f"server-{tag}.log", "wb")  # noqa: SIM115 - lives as long as the server
     argv = ["--store", str(store.resolve()), "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
             "--poll-interval", "0", "--port-file", str(port_file)]  # fmt: skip
+    if kind == "h2-serve":  # this checkout's server as deployed with --grpc-server h2
+        argv += ["--grpc-server", "h2"]
     if kind.startswith("checkout:"):  # another checkout's own server, e.g. checkout:../main for before/after
         checkout = Path(kind.split(":", 1)[1]).resolve()
         env = {**os.environ, "PYTHONPATH": str(checkout)}

@@ -120,13 +120,13 @@ class Server:
         s = self.settings
         app = create_app(self.dataplane, s, self.guard)
         files = certificate_files(s)
+        if s.grpc_server == "h2" and files and s.grpc_port >= 0:
+            raise StartupError("--grpc-server h2 serves no TLS: use --grpc-server aio with TLS")
         self._http, http_port = await self._start_uvicorn(app, s.http_port, ServerTLS(files) if files else None)
         self.ports["http"] = http_port
         if s.grpc_port >= 0:
             from gateway.grpc.server import start_grpc
 
-            if s.grpc_server == "h2" and files:
-                raise StartupError("--grpc-server h2 serves no TLS: use --grpc-server aio with TLS")
             self._grpc, grpc_port = await start_grpc(self.dataplane, s, self.guard, reuse_port=self.shared_ports)
             self.ports["grpc"] = grpc_port
         if s.metrics_port >= 0:
