@@ -44,7 +44,12 @@ async def start_grpc(
     if settings.grpc_server == "h2":
         from gateway.grpc.h2.server import H2Server, Limits
 
-        server = H2Server(Limits(max_message_bytes=settings.grpc_max_message_bytes))
+        limits = Limits(
+            max_message_bytes=settings.grpc_max_message_bytes,
+            keepalive_time=settings.grpc_keepalive_time_ms / 1000,
+            keepalive_timeout=settings.grpc_keepalive_timeout_ms / 1000,
+        )
+        server = H2Server(limits)
         log.info("gRPC served by the h2 server")
     else:
         server = grpc.aio.server(options=options)

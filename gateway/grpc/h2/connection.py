@@ -142,11 +142,17 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.peer_name = ""
         self.writing = True
+        self.resets = 0
+        self.reset_window = 0.0
+        self.keepalive: asyncio.TimerHandle | None = None
+        self.heard = False
+        self.pinged = False
 
     # --- transport -----------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=self.limits.write_buffer)
         self.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -159,19 +165,28 @@ class Connection(asyncio.Protocol):
             f.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
         })  # fmt: skip
         transport.write(settings + f.window_update(0, limits.connection_window - f.DEFAULT_WINDOW))
+        if limits.keepalive_time > 0:
+            self.keepalive = asyncio.get_running_loop().call_later(limits.keepalive_time, self._keepalive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.keepalive is not None:
+            self.keepalive.cancel()
         self.connections.discard(self)
         for stream in list(self.streams.values()):
             self._cancel(stream)
         self.streams.clear()
 
     def pause_writing(self) -> None:
+        """The peer does not read what is written: stop reading it too (PINGs, SETTINGS and calls cost writes)."""
         self.writing = False
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.writing = True
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
         for stream in list(self.streams.values()):
             if stream.drained is not None and not stream.pending and not stream.drained.done():
                 stream.drained.set_result(None)
@@ -180,7 +195,25 @@ class Connection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def _keepalive(self) -> None:
+        """Every ``keepalive_time`` without a byte from the peer: a PING; no answer within ``keepalive_timeout``
+        (nothing at all heard): the connection is closed."""
+        if self.closed or self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self.heard:
+            self.heard, self.pinged = False, False
+            self.keepalive = loop.call_later(self.limits.keepalive_time, self._keepalive)
+        elif self.pinged:
+            self.closed = True
+            self.transport.close()
+        else:
+            self.pinged = True
+            self.write(f.header(8, f.PING, 0, 0) + b"keepaliv")
+            self.keepalive = loop.call_later(self.limits.keepalive_timeout, self._keepalive)
+
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         buf = self.buf
         buf += data
         try:
@@ -235,6 +268,16 @@ class Connection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
+    def _count_reset(self) -> None:
+        """Streams opened and reset at once, over and over, cost calls without bound ("rapid reset"): past
+        ``limits.max_resets`` per 10 s the connection ends with ENHANCE_YOUR_CALM."""
+        now = asyncio.get_running_loop().time()
+        if now - self.reset_window > 10.0:
+            self.reset_window, self.resets = now, 0
+        self.resets += 1
+        if self.resets > self.limits.max_resets:
+            raise ConnectionError_(f.ENHANCE_YOUR_CALM, "too many streams reset by the client")
+
     # --- frames in -----------------------------------------------------------------------------------------------
 
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
@@ -265,6 +308,7 @@ class Connection(asyncio.Protocol):
             stream = self.streams.pop(sid, None)
             if stream is not None:
                 self._cancel(stream)
+                self._count_reset()
                 self._close_if_idle()
             elif sid > self.last_stream:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on an idle stream")

@@ -25,6 +25,10 @@ class Limits:
     max_frame_size: int = 16_384
     stream_window: int = 1024 * 1024
     connection_window: int = 16 * 1024 * 1024
+    write_buffer: int = 4 * 1024 * 1024  # unsent bytes before the connection stops reading the peer
+    max_resets: int = 1000  # streams the client may reset per 10 s
+    keepalive_time: float = 30.0  # seconds without a byte from the peer before a PING (0: never)
+    keepalive_timeout: float = 10.0  # seconds for anything to come back before the connection is closed
 
 
 class _CallDetails(NamedTuple):

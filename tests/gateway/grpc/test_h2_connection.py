@@ -5,6 +5,7 @@ offending connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -47,11 +48,10 @@ class Echo:
             yield request + b"!"
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[int, Echo]]:
+@contextlib.contextmanager
+def _serving(echo: Echo, limits: Limits) -> Iterator[int]:
     loop = asyncio.new_event_loop()
-    echo = Echo()
-    server = H2Server(Limits(max_message_bytes=LIMIT, max_concurrent_streams=4))
+    server = H2Server(limits)
     server.add_registered_method_handlers(
         "t.Echo",
         {
@@ -63,10 +63,19 @@ def served() -> Iterator[tuple[int, Echo]]:
     loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield port, echo
-    asyncio.run_coroutine_threadsafe(server.stop(1), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(1), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[int, Echo]]:
+    echo = Echo()
+    with _serving(echo, Limits(max_message_bytes=LIMIT, max_concurrent_streams=4)) as port:
+        yield port, echo
 
 
 def _channel(port: int) -> grpc.Channel:
@@ -209,3 +218,18 @@ def test_compressed_message_is_unimplemented(served: tuple[int, Echo]) -> None:
                 headers = dict(decoder.decode(body))
                 break
     assert headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0]) and ":status" in headers
+
+
+def test_rapid_reset_ends_the_connection(served: tuple[int, Echo]) -> None:
+    opened_and_reset = b"".join(
+        _request_headers(sid) + f.rst_stream(sid, f.CANCEL) for sid in range(1, 2 * 1100, 2)
+    )  # 1,100 streams opened and reset: over the 1,000 per 10 s allowed
+    assert _goaway_code(served[0], opened_and_reset) == f.ENHANCE_YOUR_CALM
+
+
+def test_a_silent_peer_is_pinged_then_closed() -> None:
+    limits = Limits(keepalive_time=0.2, keepalive_timeout=0.2)
+    with _serving(Echo(), limits) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f.PREFACE + f.settings({}))
+        kinds = [(kind, flags) for kind, flags, _, _ in _frames(sock)]  # until the server closes
+    assert (f.PING, 0) in kinds
