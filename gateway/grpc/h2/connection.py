@@ -84,7 +84,6 @@ class Stream:
         "pending",
         "queue",
         "queued",
-        "received",
         "recv_window",
         "remote_closed",
         "send_window",
@@ -113,7 +112,6 @@ class Stream:
         self.cancelled = False
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.done = False
-        self.received = 0.0
 
 
 class Connection(asyncio.Protocol):
@@ -450,7 +448,6 @@ class Connection(asyncio.Protocol):
             self._refuse(sid, flags, UNIMPLEMENTED, f"grpc-encoding {head.encoding} is not supported")
             return
         stream = Stream(sid, head, handler, self.peer_initial_window, self.limits.stream_window)
-        stream.received = asyncio.get_running_loop().time()
         self.streams[sid] = stream
         if handler.request_streaming:
             stream.queue = asyncio.Queue()
