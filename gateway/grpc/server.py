@@ -22,7 +22,7 @@ from gateway.grpc.protos import service_pb2, service_pb2_grpc
 from gateway.grpc.tls import server_credentials
 from gateway.grpc.v2 import InferenceServicer
 from gateway.server.settings import Settings
-from gateway.server.tls import certificate_files
+from gateway.server.tls import ServerTLS, certificate_files
 
 log = logging.getLogger("tensorgate.grpc")
 
@@ -73,10 +73,14 @@ async def start_grpc(
     host = settings.host
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
     files = certificate_files(settings)
-    if files:
+    if settings.grpc_server == "h2":
+        if files:
+            context = ServerTLS(files, alpn=("h2",), what="gRPC TLS").context()
+            port = server.add_secure_port(address, context, reuse_port=reuse_port)
+        else:
+            port = server.add_insecure_port(address, reuse_port=reuse_port)
+    elif files:
         port = server.add_secure_port(address, server_credentials(files))
-    elif settings.grpc_server == "h2":
-        port = server.add_insecure_port(address, reuse_port=reuse_port)
     else:
         port = server.add_insecure_port(address)
     if port == 0:

@@ -120,8 +120,6 @@ class Server:
         s = self.settings
         app = create_app(self.dataplane, s, self.guard)
         files = certificate_files(s)
-        if s.grpc_server == "h2" and files and s.grpc_port >= 0:
-            raise StartupError("--grpc-server h2 serves no TLS: use --grpc-server aio with TLS")
         self._http, http_port = await self._start_uvicorn(app, s.http_port, ServerTLS(files) if files else None)
         self.ports["http"] = http_port
         if s.grpc_port >= 0:

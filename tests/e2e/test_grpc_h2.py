@@ -1,17 +1,15 @@
 """The gRPC end-to-end suite (tests/e2e/test_grpc_v2.py: tritonclient.grpc infer and streaming, metadata, health,
-reflection, error codes, deadlines, message limits, draining on SIGTERM) against ``--grpc-server h2``; and h2's
-refusal of TLS at startup."""
+reflection, error codes, deadlines, message limits, draining on SIGTERM) and the gRPC TLS checks (tests/e2e/
+test_tls.py: mTLS, untrusted clients refused, certificates rotated under the running server) against
+``--grpc-server h2``."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.credentials import CertificateAuthority
 from tests.e2e.test_grpc_v2 import (  # noqa: F401 - collected again here, against the h2 server
     client,
     test_client_deadline_is_honoured,
@@ -27,13 +25,24 @@ from tests.e2e.test_grpc_v2 import (  # noqa: F401 - collected again here, again
     test_statistics_repository_and_stream,
     test_typed_contents_are_accepted,
 )
+from tests.e2e.test_tls import (  # noqa: F401 - the gRPC ones, against the h2 server
+    pki,
+    test_replaced_certificates_serve_new_connections_without_a_restart,
+    test_tf_serving_stub_over_a_secure_channel,
+    test_tritonclient_http_and_grpc_over_tls,
+    test_untrusted_or_missing_client_certificates_are_refused,
+    tls_server,
+)
 from tests.serving import ServerProcess
 
 
-@pytest.fixture(autouse=True)
-def h2_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Servers the tests start themselves are h2 too (ServerProcess passes the environment on)."""
-    monkeypatch.setenv("TENSORGATE_GRPC_SERVER", "h2")
+@pytest.fixture(scope="module", autouse=True)
+def h2_everywhere() -> Iterator[None]:
+    """Every server started here (by the tests or the module's fixtures) is h2: ServerProcess passes the
+    environment on."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TENSORGATE_GRPC_SERVER", "h2")
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +57,5 @@ def server(onnx_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     proc.stop()
 
 
-def test_h2_refuses_tls_at_startup(onnx_store: Path, tmp_path: Path) -> None:
-    issued = CertificateAuthority(tmp_path / "ca").issue("server", "tensorgate", server=True)
-    command = [sys.executable, "-m", "gateway", "serve", "--store", str(onnx_store), "--host", "127.0.0.1",
-               "--http-port", "0", "--grpc-port", "0", "--poll-interval", "0", "--grpc-server", "h2",
-               "--tls-cert", str(issued.cert), "--tls-key", str(issued.key)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert "--grpc-server h2 serves no TLS" in done.stdout + done.stderr
+def test_tls_servers_here_are_h2(tls_server: ServerProcess) -> None:  # noqa: F811 - the imported fixture
+    assert "gRPC served by the h2 server" in tls_server.log()

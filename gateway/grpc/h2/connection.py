@@ -420,8 +420,8 @@ class Connection(asyncio.Protocol):
                 self.headers.headers(block)
             except HeaderError as exc:
                 raise ConnectionError_(f.COMPRESSION_ERROR, str(exc)) from exc
-            if stream is None:
-                raise ConnectionError_(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+            if stream is None:  # a stream already answered or reset: ignored, like its DATA
+                return
             if not flags & f.END_STREAM:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "trailers without END_STREAM")
             self._end_of_requests(stream)

@@ -1,11 +1,12 @@
 """H2Server: the h2 gRPC server object, with the registration API of grpc.aio's server (registered method handlers,
-generic handlers), a listening socket (optionally SO_REUSEPORT, shared with other workers), start and a graceful
-stop (GOAWAY, calls in flight finish within the grace period, then connections close)."""
+generic handlers), listening sockets (optionally SO_REUSEPORT, shared with other workers; optionally TLS with ALPN
+h2), start and a graceful stop (GOAWAY, calls in flight finish within the grace period, then connections close)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -46,6 +47,7 @@ class H2Server:
         self.sockets: list[socket.socket] = []
         self.servers: list[asyncio.AbstractServer] = []
         self.connections: set[Connection] = set()
+        self.contexts: dict[int, ssl.SSLContext] = {}  # TLS by socket index
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         for name, handler in handlers.items():
@@ -66,6 +68,12 @@ class H2Server:
                 return found  # type: ignore[no-any-return]
         return None
 
+    def add_secure_port(self, address: str, context: ssl.SSLContext, *, reuse_port: bool = False) -> int:
+        """As ``add_insecure_port``, with TLS from ``context`` (which must offer ALPN "h2")."""
+        port = self.add_insecure_port(address, reuse_port=reuse_port)
+        self.contexts[len(self.sockets) - 1] = context
+        return port
+
     def add_insecure_port(self, address: str, *, reuse_port: bool = False) -> int:
         """Binds ``host:port`` (``[v6]:port``) now, as grpc.aio does; the port bound."""
         host, _, port = address.rpartition(":")
@@ -81,16 +89,13 @@ class H2Server:
         self.sockets.append(sock)
         return int(sock.getsockname()[1])
 
-    def add_secure_port(self, address: str, credentials: Any) -> int:
-        raise NotImplementedError("the h2 gRPC server serves no TLS: use grpc_server: aio with TLS")
-
     def _protocol(self) -> Connection:
         return Connection(self.limits, self.lookup, call.start, self.connections)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for sock in self.sockets:
-            self.servers.append(await loop.create_server(self._protocol, sock=sock))
+        for i, sock in enumerate(self.sockets):
+            self.servers.append(await loop.create_server(self._protocol, sock=sock, ssl=self.contexts.get(i)))
 
     async def stop(self, grace: float | None) -> None:
         for server in self.servers:
