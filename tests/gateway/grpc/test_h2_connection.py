@@ -47,6 +47,19 @@ class Echo:
         async for request in requests:
             yield request + b"!"
 
+    async def fan_out(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        for i in range(int(request)):
+            yield b"%d" % i
+        if int(request) > 2:
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details("more than two")
+
+    async def fan_in(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        return b"+".join([r async for r in requests])
+
+    def plain(self, request: bytes, context: Any) -> bytes:  # a servicer method need not be a coroutine
+        return request.upper()
+
 
 @contextlib.contextmanager
 def _serving(echo: Echo, limits: Limits) -> Iterator[int]:
@@ -57,6 +70,9 @@ def _serving(echo: Echo, limits: Limits) -> Iterator[int]:
         {
             "Unary": grpc.unary_unary_rpc_method_handler(echo.unary),
             "Stream": grpc.stream_stream_rpc_method_handler(echo.stream),
+            "FanOut": grpc.unary_stream_rpc_method_handler(echo.fan_out),
+            "FanIn": grpc.stream_unary_rpc_method_handler(echo.fan_in),
+            "Plain": grpc.unary_unary_rpc_method_handler(echo.plain),
         },
     )
     port = server.add_insecure_port("127.0.0.1:0")
@@ -107,6 +123,19 @@ def test_abort_error_and_unknown_method(served: tuple[int, Echo]) -> None:
         with pytest.raises(grpc.RpcError) as info:
             channel.unary_unary("/t.Echo/Nope")(b"x")
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED and "/t.Echo/Nope" in info.value.details()
+
+
+def test_every_kind_of_call(served: tuple[int, Echo]) -> None:
+    with _channel(served[0]) as channel:
+        assert list(channel.unary_stream("/t.Echo/FanOut")(b"2")) == [b"0", b"1"]
+        replies: list[bytes] = []
+        with pytest.raises(grpc.RpcError) as info:
+            replies.extend(channel.unary_stream("/t.Echo/FanOut")(b"3"))
+        assert replies == [b"0", b"1", b"2"]  # messages, then the status the handler set
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and info.value.details() == "more than two"
+        assert channel.stream_unary("/t.Echo/FanIn")(iter([b"a", b"b", b"c"])) == b"a+b+c"
+        assert channel.stream_unary("/t.Echo/FanIn")(iter([])) == b""
+        assert channel.unary_unary("/t.Echo/Plain")(b"abc") == b"ABC"
 
 
 def test_large_messages_both_ways_through_flow_control(served: tuple[int, Echo]) -> None:
