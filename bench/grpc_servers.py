@@ -5,7 +5,9 @@ server CPU per call (utime+stime of the server process over the window / calls),
     .venv/bin/python bench/grpc_servers.py --store demo_store --model mlp_onnx --rounds 3 --seconds 5
 
 Servers (``--kinds``): ``aio`` grpc.aio as this checkout serves it (``gateway.grpc.server.start_grpc``);
-``aio-raw`` a minimal ModelInfer on raw bytes and nothing else (the floor of the raw design); ``sync-N`` grpcio's
+``h2-serve`` this checkout's server with ``--grpc-server h2`` (every service, the same handlers, on
+``gateway.grpc.h2``); ``aio-raw`` a minimal ModelInfer on raw bytes and nothing else (the floor of the raw design);
+``h2`` the same minimal ModelInfer on the h2 server; ``sync-N`` grpcio's
 synchronous server with a pool of N threads, ModelInfer on raw bytes, each call handed to the event loop with
 ``run_coroutine_threadsafe``; ``checkout:PATH`` another checkout's server as it is. Each server process is the real
 ``tensorgate serve``; only its gRPC server differs. Compare this checkout with another with ``bench/ab.py``.
@@ -29,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "peers"))
 
-KINDS = ("aio", "aio-raw", "sync-16")
+KINDS = ("aio", "h2-serve", "aio-raw", "h2")
 _SERVICE = "inference.GRPCInferenceService"
 
 
@@ -75,7 +77,8 @@ def _infer_parts(dp: Any) -> Any:
     return parse, origin_from, infer
 
 
-async def start_aio_raw(dp: Any, settings: Any, guard: Any = None) -> tuple[Any, int]:
+def _raw_handler(dp: Any) -> Any:
+    """The minimal raw-bytes ModelInfer handler both ``aio-raw`` and ``h2`` serve."""
     import grpc
 
     from gateway.core.errors import GatewayError
@@ -101,9 +104,24 @@ async def start_aio_raw(dp: Any, settings: Any, guard: Any = None) -> tuple[Any,
             context.set_trailing_metadata((("x-request-id", origin.request_id),))
         return message.SerializeToString()  # type: ignore[no-any-return]
 
+    return grpc.unary_unary_rpc_method_handler(model_infer)
+
+
+async def start_aio_raw(dp: Any, settings: Any, guard: Any = None, **_: Any) -> tuple[Any, int]:
+    import grpc
+
     server = grpc.aio.server(options=_options(settings))
-    handler = grpc.unary_unary_rpc_method_handler(model_infer)
-    server.add_registered_method_handlers(_SERVICE, {"ModelInfer": handler})
+    server.add_registered_method_handlers(_SERVICE, {"ModelInfer": _raw_handler(dp)})
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    return server, port
+
+
+async def start_h2(dp: Any, settings: Any, guard: Any = None, **_: Any) -> tuple[Any, int]:
+    from gateway.grpc.h2.server import H2Server, Limits
+
+    server = H2Server(Limits(max_message_bytes=settings.grpc_max_message_bytes))
+    server.add_registered_method_handlers(_SERVICE, {"ModelInfer": _raw_handler(dp)})
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await server.start()
     return server, port
@@ -120,7 +138,7 @@ class _SyncServer:
         await asyncio.to_thread(event.wait)
 
 
-async def start_sync(dp: Any, settings: Any, guard: Any = None, threads: int = 32) -> tuple[Any, int]:
+async def start_sync(dp: Any, settings: Any, guard: Any = None, threads: int = 32, **_: Any) -> tuple[Any, int]:
     import grpc
 
     from gateway.core.errors import GatewayError
@@ -158,7 +176,7 @@ def serve(kind: str, argv: list[str]) -> int:
     import gateway.grpc.server as grpc_server
     from gateway.cli.main import main
 
-    starts = {"aio-raw": start_aio_raw}
+    starts = {"aio-raw": start_aio_raw, "h2": start_h2}
     if kind.startswith("sync-"):  # sync-N: a pool of N threads
         grpc_server.start_grpc = functools.partial(start_sync, threads=int(kind[5:]))  # type: ignore[assignment]
     elif kind in starts:
@@ -187,6 +205,8 @@ def start(kind: str, store: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], d
     log = open(tmp / f"server-{tag}.log", "wb")  # noqa: SIM115 - lives as long as the server
     argv = ["--store", str(store.resolve()), "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
             "--poll-interval", "0", "--port-file", str(port_file)]  # fmt: skip
+    if kind == "h2-serve":  # this checkout's server as deployed with --grpc-server h2
+        argv += ["--grpc-server", "h2"]
     if kind.startswith("checkout:"):  # another checkout's own server, e.g. checkout:../main for before/after
         checkout = Path(kind.split(":", 1)[1]).resolve()
         env = {**os.environ, "PYTHONPATH": str(checkout)}

@@ -1,6 +1,7 @@
-"""start_grpc: the grpc.aio server with the V2 service, TF Serving services (loaded on first call), health,
-reflection, message-size limits and keepalive settings. No interceptor: each method's handler is wrapped once when
-it is registered (key check, then decoding), and ModelInfer, the hot path, does both itself on raw bytes."""
+"""start_grpc: the gRPC server (grpc.aio, or the h2 server with ``grpc_server: h2``) with the V2 service, TF Serving
+services (loaded on first call), health, reflection, message-size limits and keepalive settings. No interceptor:
+each method's handler is wrapped once when it is registered (key check, then decoding), and ModelInfer, the hot
+path, does both itself on raw bytes."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from gateway.grpc.protos import service_pb2, service_pb2_grpc
 from gateway.grpc.tls import server_credentials
 from gateway.grpc.v2 import InferenceServicer
 from gateway.server.settings import Settings
-from gateway.server.tls import certificate_files
+from gateway.server.tls import ServerTLS, certificate_files
 
 log = logging.getLogger("tensorgate.grpc")
 
@@ -39,7 +40,19 @@ async def start_grpc(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    server = grpc.aio.server(options=options)
+    server: Any
+    if settings.grpc_server == "h2":
+        from gateway.grpc.h2.server import H2Server, Limits
+
+        limits = Limits(
+            max_message_bytes=settings.grpc_max_message_bytes,
+            keepalive_time=settings.grpc_keepalive_time_ms / 1000,
+            keepalive_timeout=settings.grpc_keepalive_timeout_ms / 1000,
+        )
+        server = H2Server(limits)
+        log.info("gRPC served by the h2 server")
+    else:
+        server = grpc.aio.server(options=options)
     v2 = InferenceServicer(dataplane, guard)
     wrap = compose(guarding(guard), decoded) if guard is not None and guard.enabled else decoded
     registrar = Registrar(server, wrap, v2.handlers())
@@ -60,7 +73,16 @@ async def start_grpc(
     host = settings.host
     address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
     files = certificate_files(settings)
-    port = server.add_secure_port(address, server_credentials(files)) if files else server.add_insecure_port(address)
+    if settings.grpc_server == "h2":
+        if files:
+            context = ServerTLS(files, alpn=("h2",), what="gRPC TLS").context()
+            port = server.add_secure_port(address, context, reuse_port=reuse_port)
+        else:
+            port = server.add_insecure_port(address, reuse_port=reuse_port)
+    elif files:
+        port = server.add_secure_port(address, server_credentials(files))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")
     await server.start()

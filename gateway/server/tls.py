@@ -73,8 +73,9 @@ class Watched:
 
 
 class ServerTLS(Watched):
-    def __init__(self, files: CertificateFiles) -> None:
-        super().__init__(files, "HTTPS")
+    def __init__(self, files: CertificateFiles, alpn: tuple[str, ...] = (), what: str = "HTTPS") -> None:
+        super().__init__(files, what)
+        self.alpn = alpn  # protocols offered in the handshake (the h2 gRPC server: "h2")
         self._current = self._build()
         self._base = self._build()
         self._base.sni_callback = self._pick
@@ -86,6 +87,8 @@ class ServerTLS(Watched):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.files.cert, self.files.key)
+        if self.alpn:
+            ctx.set_alpn_protocols(list(self.alpn))
         if self.files.client_ca is not None:
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(cafile=str(self.files.client_ca))
@@ -95,9 +98,9 @@ class ServerTLS(Watched):
         if self.changed():
             try:
                 self._current = self._build()
-                log.info("HTTPS: certificates reloaded from %s", self.files.cert)
+                log.info("%s: certificates reloaded from %s", self.what, self.files.cert)
             except (OSError, ssl.SSLError) as exc:
-                log.error("HTTPS: keeping the current certificate, the new files do not load: %s", exc)
+                log.error("%s: keeping the current certificate, the new files do not load: %s", self.what, exc)
         conn.context = self._current
 
 
