@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from gateway.grpc.h2.compression import OFF_LOOP_BYTES, Compressed, TooLarge, inflate
 from gateway.grpc.h2.connection import (
     CANCELLED,
     DEADLINE_EXCEEDED,
@@ -130,13 +131,28 @@ def start(connection: Connection, stream: Stream) -> None:
         stream.task = loop.create_task(_stream_stream(connection, stream, handler, context))
 
 
-def _request(stream: Stream, handler: Any) -> Any:
-    raw = stream.messages[0]
+async def _inflated(connection: Connection, stream: Stream, raw: bytes, context: Context) -> bytes:
+    """A request message as sent: inflated when compressed (a large one in a thread), or the call aborted."""
+    if not isinstance(raw, Compressed):
+        return raw
+    encoding, limit = stream.head.encoding or "", connection.limits.max_message_bytes
+    try:
+        if len(raw) > OFF_LOOP_BYTES:
+            return await asyncio.to_thread(inflate, raw, encoding, limit)
+        return inflate(raw, encoding, limit)
+    except TooLarge as exc:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    except ValueError as exc:
+        await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+
+
+async def _request(connection: Connection, stream: Stream, handler: Any, context: Context) -> Any:
+    raw = await _inflated(connection, stream, stream.messages[0], context)
     deserialize = handler.request_deserializer
     return raw if deserialize is None else deserialize(raw)
 
 
-async def _requests(connection: Connection, stream: Stream, handler: Any) -> AsyncIterator[Any]:
+async def _requests(connection: Connection, stream: Stream, handler: Any, context: Context) -> AsyncIterator[Any]:
     queue = stream.queue
     assert queue is not None
     deserialize = handler.request_deserializer
@@ -145,6 +161,7 @@ async def _requests(connection: Connection, stream: Stream, handler: Any) -> Asy
         if raw is None:
             return
         connection.consumed(stream, len(raw) + 5)
+        raw = await _inflated(connection, stream, raw, context)
         yield raw if deserialize is None else deserialize(raw)
 
 
@@ -192,7 +209,7 @@ def _failed(connection: Connection, stream: Stream, context: Context, exc: BaseE
 
 async def _unary_unary(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        response = await _result(handler.unary_unary(_request(stream, handler), context))
+        response = await _result(handler.unary_unary(await _request(connection, stream, handler, context), context))
         _end(connection, stream, context, None if response is None else _serialize(handler, response))
     except BaseException as exc:
         _failed(connection, stream, context, exc)
@@ -202,7 +219,9 @@ async def _unary_unary(connection: Connection, stream: Stream, handler: Any, con
 
 async def _unary_stream(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        async for response in _responses(handler.unary_stream(_request(stream, handler), context)):
+        async for response in _responses(
+            handler.unary_stream(await _request(connection, stream, handler, context), context)
+        ):
             await connection.send_message(stream, _serialize(handler, response))
         _end(connection, stream, context, None)
     except BaseException as exc:
@@ -213,7 +232,7 @@ async def _unary_stream(connection: Connection, stream: Stream, handler: Any, co
 
 async def _stream_unary(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        response = await _result(handler.stream_unary(_requests(connection, stream, handler), context))
+        response = await _result(handler.stream_unary(_requests(connection, stream, handler, context), context))
         _end(connection, stream, context, None if response is None else _serialize(handler, response))
     except BaseException as exc:
         _failed(connection, stream, context, exc)
@@ -223,7 +242,9 @@ async def _stream_unary(connection: Connection, stream: Stream, handler: Any, co
 
 async def _stream_stream(connection: Connection, stream: Stream, handler: Any, context: Context) -> None:
     try:
-        async for response in _responses(handler.stream_stream(_requests(connection, stream, handler), context)):
+        async for response in _responses(
+            handler.stream_stream(_requests(connection, stream, handler, context), context)
+        ):
             await connection.send_message(stream, _serialize(handler, response))
         _end(connection, stream, context, None)
     except BaseException as exc:

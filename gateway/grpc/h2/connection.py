@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from gateway.grpc.h2 import frames as f
+from gateway.grpc.h2.compression import ACCEPTED, WBITS, Compressed
 from gateway.grpc.h2.headers import HeaderCache, HeaderError, RequestHead
 
 if TYPE_CHECKING:
@@ -444,8 +445,11 @@ class Connection(asyncio.Protocol):
         if handler is None:
             self._refuse(sid, flags, UNIMPLEMENTED, f"Method not found: {head.path}")
             return
-        if head.encoding is not None:
-            self._refuse(sid, flags, UNIMPLEMENTED, f"grpc-encoding {head.encoding} is not supported")
+        if head.encoding is not None and head.encoding not in WBITS:
+            self._refuse(
+                sid, flags, UNIMPLEMENTED,
+                f"grpc-encoding {head.encoding} is not supported (accepted: {ACCEPTED.decode()})",
+            )  # fmt: skip
             return
         stream = Stream(sid, head, handler, self.peer_initial_window, self.limits.stream_window)
         self.streams[sid] = stream
@@ -502,8 +506,8 @@ class Connection(asyncio.Protocol):
                 if flag not in (0, 1):
                     self._abort(stream, INTERNAL, f"message flag {flag} is not 0 or 1")
                     return
-                if flag:
-                    self._abort(stream, UNIMPLEMENTED, "compressed messages are not supported")
+                if flag and stream.head.encoding is None:
+                    self._abort(stream, INTERNAL, "a compressed message on a call without grpc-encoding")
                     return
                 if length > self.limits.max_message_bytes:
                     limit = self.limits.max_message_bytes
@@ -511,7 +515,7 @@ class Connection(asyncio.Protocol):
                     return
                 if len(body) < 5 + length:
                     break
-                message = bytes(body[5 : 5 + length])
+                message = (Compressed if flag else bytes)(body[5 : 5 + length])
                 del body[: 5 + length]
                 self._message(stream, message)
                 if stream.done:

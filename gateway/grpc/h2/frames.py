@@ -84,5 +84,5 @@ def literal(name: bytes, value: bytes) -> bytes:
 
 STATUS_200 = b"\x88"  # static table index 8
 CONTENT_TYPE_GRPC = b"\x0f\x10" + hpack_int(16, 7, 0) + b"application/grpc"  # indexed name 31 (content-type)
-RESPONSE_HEADERS = STATUS_200 + CONTENT_TYPE_GRPC
+RESPONSE_HEADERS = STATUS_200 + CONTENT_TYPE_GRPC + literal(b"grpc-accept-encoding", b"identity,deflate,gzip")
 STATUS_OK = literal(b"grpc-status", b"0")

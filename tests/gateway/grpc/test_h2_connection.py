@@ -237,16 +237,61 @@ def test_ping_is_answered_and_streams_beyond_the_limit_refused(served: tuple[int
     assert seen == {"ping": (f.ACK, b"pingpong"), "rst": (9, f.REFUSED_STREAM)}
 
 
-def test_compressed_message_is_unimplemented(served: tuple[int, Echo]) -> None:
-    with socket.create_connection(("127.0.0.1", served[0]), timeout=10) as sock:
-        message = b"\x01" + struct.pack(">I", 3) + b"abc"
-        sock.sendall(f.PREFACE + f.settings({}) + _request_headers(1) + f.header(8, f.DATA, f.END_STREAM, 1) + message)
-        decoder = hpack.Decoder()
-        for kind, _, sid, body in _frames(sock):
+def _trailers_of(port: int, head: bytes, message: bytes) -> dict[str, str]:
+    """The response headers/trailers of one raw call (``head`` from _request_headers, then one DATA frame)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f.PREFACE + f.settings({}) + head + f.header(len(message), f.DATA, f.END_STREAM, 1) + message)
+        decoder, headers = hpack.Decoder(), {}
+        for kind, flags, sid, body in _frames(sock):
             if kind == f.HEADERS and sid == 1:
-                headers = dict(decoder.decode(body))
-                break
-    assert headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0]) and ":status" in headers
+                headers.update(dict(decoder.decode(body)))
+                if flags & f.END_STREAM:
+                    break
+    return headers
+
+
+def test_a_compressed_message_needs_a_grpc_encoding(served: tuple[int, Echo]) -> None:
+    headers = _trailers_of(served[0], _request_headers(1), b"\x01" + struct.pack(">I", 3) + b"abc")
+    assert headers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0]) and ":status" in headers
+    assert "without grpc-encoding" in headers["grpc-message"]
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_gzip_and_deflate_requests_are_inflated(served: tuple[int, Echo], compression: grpc.Compression) -> None:
+    with _channel(served[0]) as channel:
+        unary = channel.unary_unary("/t.Echo/Unary")
+        big = b"tensor" * 50_000  # compresses well: inflated on the loop
+        assert unary(b"abc" * 1000, compression=compression) == (b"abc" * 1000)[::-1] + b"False"
+        assert unary(big, compression=compression) == big[::-1] + b"False"
+        noise = bytes(range(256)) * 2000  # does not compress: over 64 KiB compressed, inflated in a thread
+        assert unary(noise, compression=compression) == noise[::-1] + b"False"
+        stream = channel.stream_stream("/t.Echo/Stream")
+        assert list(stream(iter([b"a", b"b" * 10_000]), compression=compression)) == [b"a!", b"b" * 10_000 + b"!"]
+
+
+def test_a_compressed_bomb_stops_at_the_message_limit(served: tuple[int, Echo]) -> None:
+    import zlib
+
+    bomb = zlib.compress(b"\0" * (LIMIT + 1))  # a few KiB that inflate past the limit
+    block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.Echo/Unary"),
+                                    (":authority", "x"), ("content-type", "application/grpc"),
+                                    ("grpc-encoding", "deflate")])  # fmt: skip
+    head = f.header(len(block), f.HEADERS, f.END_HEADERS, 1) + block
+    headers = _trailers_of(served[0], head, b"\x01" + struct.pack(">I", len(bomb)) + bomb)
+    assert headers["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    assert "more than the limit" in headers["grpc-message"]
+    garbage = _trailers_of(served[0], head, b"\x01" + struct.pack(">I", 5) + b"nope!")
+    assert garbage["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0]) and "deflate" in garbage["grpc-message"]
+
+
+def test_an_unknown_grpc_encoding_is_unimplemented(served: tuple[int, Echo]) -> None:
+    block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.Echo/Unary"),
+                                    (":authority", "x"), ("content-type", "application/grpc"),
+                                    ("grpc-encoding", "snappy")])  # fmt: skip
+    head = f.header(len(block), f.HEADERS, f.END_HEADERS, 1) + block
+    headers = _trailers_of(served[0], head, b"\x00" + struct.pack(">I", 1) + b"x")
+    assert headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert "gzip" in headers["grpc-message"]
 
 
 def test_rapid_reset_ends_the_connection(served: tuple[int, Echo]) -> None:
