@@ -30,7 +30,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-request-bytes", type=int, help="largest accepted request body (413 beyond)")
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest gRPC message in either direction")
     p.add_argument(
-        "--grpc-server", choices=["aio", "h2"], help="gRPC server: grpc.aio or the small HTTP/2 one (default aio)"
+        "--grpc-server", choices=["aio", "h2"], help="gRPC server: the small HTTP/2 one (h2, default) or grpc.aio"
     )
     p.add_argument("--grace-period", type=float, help="seconds in-flight requests get on shutdown")
     p.add_argument("--shutdown-delay", type=float, help="after SIGTERM: seconds to keep serving while not ready")

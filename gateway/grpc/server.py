@@ -50,9 +50,9 @@ async def start_grpc(
             keepalive_timeout=settings.grpc_keepalive_timeout_ms / 1000,
         )
         server = H2Server(limits)
-        log.info("gRPC served by the h2 server")
     else:
         server = grpc.aio.server(options=options)
+    log.info("gRPC served by %s", "the h2 server" if settings.grpc_server == "h2" else "grpc.aio")
     v2 = InferenceServicer(dataplane, guard)
     wrap = compose(guarding(guard), decoded) if guard is not None and guard.enabled else decoded
     registrar = Registrar(server, wrap, v2.handlers())

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(default=256 * 1024 * 1024, ge=4 * 1024 * 1024)
     grpc_keepalive_time_ms: int = 30_000
     grpc_keepalive_timeout_ms: int = 10_000
-    grpc_server: Literal["aio", "h2"] = "aio"  # h2: the small HTTP/2 server (README: gRPC server)
+    grpc_server: Literal["aio", "h2"] = "h2"  # the small HTTP/2 server (README: gRPC server); aio: grpc.aio
     grace_period: float = Field(default=30.0, ge=0)
     shutdown_delay: float = Field(default=0.0, ge=0)
     cache_dir: str | None = None

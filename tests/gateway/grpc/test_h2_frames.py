@@ -37,7 +37,11 @@ def test_hpack_integers_and_literals_decode(value: int) -> None:
 
 def test_precomputed_response_headers_and_trailers() -> None:
     decoder = hpack.Decoder()
-    assert decoder.decode(f.RESPONSE_HEADERS) == [(":status", "200"), ("content-type", "application/grpc")]
+    assert decoder.decode(f.RESPONSE_HEADERS) == [
+        (":status", "200"),
+        ("content-type", "application/grpc"),
+        ("grpc-accept-encoding", "identity,deflate,gzip"),
+    ]
     assert decoder.decode(f.STATUS_OK) == [("grpc-status", "0")]
     block = trailer_block(3, "bad 100% ünïcode\nline", (("x-request-id", "abc"), ("k-bin", b"\x00\xff")))
     headers = dict(decoder.decode(block))
