@@ -1,0 +1,103 @@
+"""Doorbells and waiters: how one end of a slot waits for the other's next message — a bounded spin on a counter in
+shared memory while recent messages came quickly, then the blocking receive. A thread blocked in ``recvmsg`` takes
+tens of µs to wake (its CPU idles, and runs cold once woken, on a VM); watching a shared byte costs no system call
+and keeps the waiting CPU warm while calls come back to back.
+
+The socket stays the channel: the sender rings (bumps its counter in the shared page) after each message, and the
+receiver always takes the message with a blocking receive — at once when the bell rang, after the spin otherwise —
+so a peer that died, or a socket shut down, ends a wait exactly as it did without spinning (at most ``cap`` later).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+from time import perf_counter
+
+from runtimes.isolation.wire import receive
+
+#: waits observed before the spin budget is recomputed
+WINDOW = 16
+#: the least a spin lasts when one is worth doing (a median of a few µs would give too short a spin to catch jitter)
+FLOOR = 10e-6
+#: bytes per slot in a page of doorbells: one cache line per direction
+_SLOT = 128
+
+
+class Doorbells:
+    """A shared page (an anonymous ``memfd``) holding one counter per direction per slot: created by the server
+    (``create``), mapped by the runtime process from the descriptor it inherits (``Doorbells(fd)``)."""
+
+    __slots__ = ("fd", "view")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.view = memoryview(mmap.mmap(fd, os.fstat(fd).st_size))
+
+    @classmethod
+    def create(cls, slots: int) -> Doorbells:
+        fd = os.memfd_create("tensorgate-doorbells", os.MFD_CLOEXEC)
+        os.ftruncate(fd, max(1, slots) * _SLOT)
+        return cls(fd)
+
+    def waiter(self, slot: int, server: bool, cap: float) -> Waiter:
+        """The waiter of slot ``slot`` on the server's side (rings calls, watches replies) or the child's."""
+        calls, replies = slot * _SLOT, slot * _SLOT + _SLOT // 2
+        return Waiter(self.view, calls if server else replies, replies if server else calls, cap)
+
+    def close(self) -> None:
+        """Close the descriptor; the page is unmapped once no waiter holds it (a call may still be in one)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Waiter:
+    """One end of a slot: ``ring`` after sending, ``receive`` to wait for the other end's message. ``budget``
+    (seconds) is how long the next wait spins before blocking: after every ``WINDOW`` waits it becomes twice their
+    median (at least ``FLOOR``, at most ``cap``), or 0 — block at once — when the median exceeds ``cap`` (the
+    message would rarely come within the spin: the CPU is better left to others). The spin yields the CPU and the
+    GIL (``sched_yield``) on every turn, so other threads of this process and other processes on this CPU still
+    run."""
+
+    __slots__ = ("_bells", "_mine", "_rung", "_seen", "_theirs", "_waits", "budget", "cap")
+
+    def __init__(self, bells: memoryview, mine: int, theirs: int, cap: float) -> None:
+        self._bells = bells
+        self._mine = mine
+        self._theirs = theirs
+        self._rung = 0  # messages sent, mod 256
+        self._seen = 0  # messages received, mod 256
+        self.cap = cap
+        self.budget = 0.0  # block until the first window shows how long waits take
+        self._waits: list[float] = []
+
+    def ring(self) -> None:
+        """Tell the other end a message was sent (call after the send returned)."""
+        self._rung = (self._rung + 1) & 0xFF
+        self._bells[self._mine] = self._rung
+
+    def receive(self, sock: socket.socket, into: bytearray) -> tuple[memoryview, int]:
+        """``wire.receive``, after spinning for up to ``budget`` seconds for the other end's bell."""
+        start = perf_counter()
+        expected = (self._seen + 1) & 0xFF
+        budget = self.budget
+        if budget > 0.0:
+            bells, theirs = self._bells, self._theirs
+            deadline = start + budget
+            while bells[theirs] != expected and perf_counter() < deadline:
+                os.sched_yield()
+        got = receive(sock, into)
+        self._seen = expected
+        self.observe(perf_counter() - start)
+        return got
+
+    def observe(self, waited: float) -> None:
+        waits = self._waits
+        waits.append(waited)
+        if len(waits) >= WINDOW:
+            waits.sort()
+            median = waits[len(waits) // 2]
+            self.budget = 0.0 if median > self.cap else min(self.cap, max(FLOOR, 2.0 * median))
+            waits.clear()

@@ -1,0 +1,137 @@
+"""Doorbells and waiters: a waiter takes the other end's message whether it spun or blocked, spins only while
+messages come quickly, and a spin ends like a blocking wait when the peer dies or the socket is shut down (so a
+killed runtime process is a RuntimeCrashed, never a hang)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtimes import RuntimeCrashed
+from runtimes.isolation import ProcessRuntime
+from runtimes.isolation.waiter import WINDOW, Doorbells, Waiter
+from runtimes.isolation.wire import Closed, buffer, send
+from runtimes.onnx_runtime import OnnxRuntime
+
+LONG = 3600.0  # a spin that never ends on its own within a test
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket, Waiter, Waiter]]:
+    """Two ends of a slot: (server socket, child socket, server waiter, child waiter)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    bells = Doorbells.create(2)
+    yield a, b, bells.waiter(1, True, LONG), bells.waiter(1, False, LONG)
+    a.close()
+    b.close()
+    bells.close()
+
+
+def test_messages_pass_both_ways_spinning_or_not(pair: tuple[socket.socket, socket.socket, Waiter, Waiter]) -> None:
+    a, b, server, child = pair
+    into = buffer()
+    for i in range(600):  # past the 8-bit counters' wrap
+        server.budget = child.budget = (0.0, 0.01)[i % 2]
+        send(a, b"call %d" % i)
+        server.ring()
+        assert bytes(child.receive(b, into)[0]) == b"call %d" % i
+        send(b, b"reply %d" % i)
+        child.ring()
+        assert bytes(server.receive(a, into)[0]) == b"reply %d" % i
+
+
+def test_a_spin_waits_for_a_late_message(pair: tuple[socket.socket, socket.socket, Waiter, Waiter]) -> None:
+    a, b, server, child = pair
+    server.budget = LONG
+    ready = threading.Event()
+
+    def answer() -> None:
+        ready.wait()
+        send(b, b"late")
+        child.ring()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    ready.set()
+    assert bytes(server.receive(a, buffer())[0]) == b"late"
+    thread.join()
+
+
+def test_the_budget_follows_recent_waits() -> None:
+    waiter = Doorbells.create(1).waiter(0, True, 100e-6)
+    for _ in range(WINDOW):
+        waiter.observe(30e-6)
+    assert waiter.budget == pytest.approx(60e-6)  # twice the median
+    for _ in range(WINDOW):
+        waiter.observe(80e-6)
+    assert waiter.budget == pytest.approx(100e-6)  # at most the cap
+    for _ in range(WINDOW):
+        waiter.observe(1e-3)
+    assert waiter.budget == 0.0  # replies slower than the cap: block at once
+    for _ in range(WINDOW):
+        waiter.observe(1e-6)
+    assert waiter.budget > 0.0  # back to back again: spin
+    assert Doorbells.create(1).waiter(0, True, 0.0).budget == 0.0
+
+
+def test_a_spinning_wait_ends_when_the_peer_is_killed() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    bells = Doorbells.create(1)
+    peer = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], pass_fds=[b.fileno()], stdin=subprocess.DEVNULL
+    )
+    b.close()
+    try:
+        waiter = bells.waiter(0, True, 0.5)
+        waiter.budget = 0.5  # the peer dies during the spin; the receive after it sees the end
+        threading.Timer(0.05, peer.kill).start()
+        with pytest.raises(Closed):
+            waiter.receive(a, buffer())
+    finally:
+        peer.kill()
+        peer.wait()
+        a.close()
+        bells.close()
+
+
+def test_a_spinning_wait_ends_when_the_socket_is_shut_down(
+    pair: tuple[socket.socket, socket.socket, Waiter, Waiter],
+) -> None:
+    a, _b, server, _child = pair
+    server.cap = server.budget = 0.5  # what the runtime's watcher does when the process exits
+    threading.Timer(0.05, a.shutdown, args=(socket.SHUT_RDWR,)).start()
+    with pytest.raises(Closed):
+        server.receive(a, buffer())
+
+
+def test_a_child_killed_between_back_to_back_calls_is_a_crash(onnx_models: Path) -> None:
+    """Calls back to back (both ends spinning for the other's next message) and the child SIGKILLed: the call in
+    flight or the next one fails with RuntimeCrashed, and after a restart the answers are right again."""
+    runtime = ProcessRuntime("onnx", "dense v1")
+    runtime.load(onnx_models / "dense", {})
+    reference = OnnxRuntime()
+    reference.load(onnx_models / "dense", {})
+    try:
+        x = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+        for _ in range(4 * WINDOW):
+            runtime.infer({"x": x})
+        pid = runtime.pid
+        assert pid is not None
+        threading.Timer(0.05, os.kill, args=(pid, signal.SIGKILL)).start()
+        with pytest.raises(RuntimeCrashed, match=r"exited \(signal 9"):
+            while True:
+                np.testing.assert_array_equal(runtime.infer({"x": x})["y"], reference.infer({"x": x})["y"])
+        runtime.restart()
+        for _ in range(2 * WINDOW):
+            np.testing.assert_array_equal(runtime.infer({"x": x})["y"], reference.infer({"x": x})["y"])
+    finally:
+        runtime.unload()
