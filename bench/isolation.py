@@ -3,7 +3,8 @@
 Two levels, each in alternating rounds within one run:
 
 * runtime: ``Runtime.infer`` in this process vs ``ProcessRuntime.infer`` (the shared-memory hop alone), back to back
-  from one thread;
+  from one thread, with the spin before blocking (``isolated``) and without it (``blocking``: both ends block in
+  ``recvmsg`` at once);
 * served: one gateway serving the model twice — ``<model>`` (``isolation: none``) and ``<model>_isolated``
   (``isolation: process``) — over REST (binary extension), closed loop at concurrency 1 (latency) and at
   ``--concurrency`` (throughput), with the server's CPU per request (the server and its runtime processes, /proc).
@@ -140,8 +141,8 @@ def idle_rss(store: Path, model: str) -> dict[str, Any]:
     return {"model": model, "format": fmt, "rss_mib": rss / 2**20}
 
 
-def alternating(rounds: int, modes: tuple[str, str]) -> list[tuple[str, str]]:
-    return [modes if i % 2 == 0 else (modes[1], modes[0]) for i in range(rounds)]
+def alternating(rounds: int, modes: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [modes if i % 2 == 0 else modes[::-1] for i in range(rounds)]
 
 
 def median_of(rows: list[dict[str, dict[str, float]]], mode: str) -> dict[str, float]:
@@ -166,23 +167,28 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     inproc.load(path, config.runtime_options())
     isolated = ProcessRuntime(fmt, model, 1)
     isolated.load(path, config.runtime_options())
+    blocking = ProcessRuntime(fmt, model, 1, spin=False)
+    blocking.load(path, config.runtime_options())
+    runtimes = {"in-process": inproc, "isolated": isolated, "blocking": blocking}
     specs = [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in inproc.signature().inputs]
     wire = random_inputs(specs, args.batch, 0)
     arrays = arrays_of(wire)
-    for a, b in zip(inproc.infer(arrays).values(), isolated.infer(arrays).values(), strict=True):
-        np.testing.assert_array_equal(a, b)  # the same answer both ways, before any timing
+    for other in (isolated, blocking):
+        for a, b in zip(inproc.infer(arrays).values(), other.infer(arrays).values(), strict=True):
+            np.testing.assert_array_equal(a, b)  # the same answer every way, before any timing
     runtime_rows = []
-    for order in alternating(args.rounds, ("in-process", "isolated")):
+    for order in alternating(args.rounds, tuple(runtimes)):
         row = {}
         for mode in order:
-            runtime_window(inproc if mode == "in-process" else isolated, arrays, args.calls // 5)  # warm-up
-            row[mode] = runtime_window(inproc if mode == "in-process" else isolated, arrays, args.calls)
+            runtime_window(runtimes[mode], arrays, args.calls // 5)  # warm-up
+            row[mode] = runtime_window(runtimes[mode], arrays, args.calls)
         runtime_rows.append(row)
-        hop = row["isolated"]["p50_us"] - row["in-process"]["p50_us"]
-        print(f"runtime: in-process p50 {row['in-process']['p50_us']:.1f} us, isolated "
-              f"{row['isolated']['p50_us']:.1f} us (hop {hop:.1f} us)", flush=True)  # fmt: skip
-    isolated.unload()
-    inproc.unload()
+        hops = "".join(
+            f" (hop {m} {row[m]['p50_us'] - row['in-process']['p50_us']:.1f} us)" for m in runtimes if m != "in-process"
+        )
+        print("runtime: " + ", ".join(f"{m} p50 {row[m]['p50_us']:.1f} us" for m in runtimes) + hops, flush=True)
+    for runtime in runtimes.values():
+        runtime.unload()
 
     served_store = work / "served"
     plain, iso = both_ways(store, model, served_store)
@@ -228,12 +234,16 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def report(doc: dict[str, Any]) -> str:
     lines = [f"{doc['model']} ({doc['format']}), batch {doc['batch']}, median of {doc['rounds']} alternating rounds"]
     rt = doc["runtime"]["median"]
-    hop = statistics.median(r["isolated"]["p50_us"] - r["in-process"]["p50_us"] for r in doc["runtime"]["rounds"])
     lines.append(
         f"runtime call   in-process p50 {rt['in-process']['p50_us']:.1f} us p99 {rt['in-process']['p99_us']:.1f} us"
-        f" | isolated p50 {rt['isolated']['p50_us']:.1f} us p99 {rt['isolated']['p99_us']:.1f} us"
-        f" | hop p50 {hop:.1f} us"
     )
+    for mode in ("isolated", "blocking"):
+        hop = statistics.median(r[mode]["p50_us"] - r["in-process"]["p50_us"] for r in doc["runtime"]["rounds"])
+        hop99 = statistics.median(r[mode]["p99_us"] - r["in-process"]["p99_us"] for r in doc["runtime"]["rounds"])
+        lines.append(
+            f"runtime call   {mode:>10} p50 {rt[mode]['p50_us']:.1f} us p99 {rt[mode]['p99_us']:.1f} us"
+            f" | hop p50 {hop:.1f} us p99 {hop99:.1f} us"
+        )
     for n, block in doc["served"].items():
         med = block["median"]
         added = statistics.median(r["isolated"]["p50_us"] - r["in-process"]["p50_us"] for r in block["rounds"])
