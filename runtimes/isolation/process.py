@@ -38,6 +38,8 @@ OnExit = Callable[[str], None]
 #: about that long), and the longest the child spins for a slot's next call after answering one
 SPIN_REPLY = 100e-6
 SPIN_NEXT_CALL = 50e-6
+#: ``0`` turns the spin off (both ends block at once): for machines where a spinning CPU costs more than a wake-up
+SPIN_ENV = "TENSORGATE_ISOLATION_SPIN"
 
 
 class _Slot:
@@ -70,17 +72,18 @@ def exit_description(returncode: int | None) -> str:
 class ProcessRuntime(Runtime):
     """The runtime for ``fmt`` run in a child process with ``slots`` concurrent calls. ``label`` names the model in
     errors (``m v1``). ``platform``/``artifact``/``device`` are the child runtime's, known once loaded. ``spin``
-    False makes both sides block at once instead of spinning briefly for the other's next message."""
+    False makes both sides block at once instead of spinning briefly for the other's next message (default: on
+    unless ``TENSORGATE_ISOLATION_SPIN=0``)."""
 
     format = "isolated"
     platform = ""
     artifact = ""
 
-    def __init__(self, fmt: str, label: str = "model", slots: int = 1, spin: bool = True) -> None:
+    def __init__(self, fmt: str, label: str = "model", slots: int = 1, spin: bool | None = None) -> None:
         self.fmt = fmt
         self.label = label
         self.slots = max(1, slots)
-        self.spin = spin
+        self.spin = os.environ.get(SPIN_ENV, "1") != "0" if spin is None else spin
         self.last_used = time.monotonic()  # the memory budget unloads the least recently used first
         self._path: Path | None = None
         self._options: dict[str, Any] = {}

@@ -135,3 +135,11 @@ def test_a_child_killed_between_back_to_back_calls_is_a_crash(onnx_models: Path)
             np.testing.assert_array_equal(runtime.infer({"x": x})["y"], reference.infer({"x": x})["y"])
     finally:
         runtime.unload()
+
+
+def test_the_spin_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ProcessRuntime("onnx").spin
+    assert not ProcessRuntime("onnx", spin=False).spin
+    monkeypatch.setenv("TENSORGATE_ISOLATION_SPIN", "0")
+    assert not ProcessRuntime("onnx").spin
+    assert ProcessRuntime("onnx", spin=True).spin
