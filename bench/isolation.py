@@ -6,8 +6,9 @@ Two levels, each in alternating rounds within one run:
   from one thread, with the spin before blocking (``isolated``) and without it (``blocking``: both ends block in
   ``recvmsg`` at once);
 * served: one gateway serving the model twice — ``<model>`` (``isolation: none``) and ``<model>_isolated``
-  (``isolation: process``) — over REST (binary extension), closed loop at concurrency 1 (latency) and at
-  ``--concurrency`` (throughput), with the server's CPU per request (the server and its runtime processes, /proc).
+  (``isolation: process``), and ``<model>_isolated`` again from a second gateway without the spin (``blocking``) —
+  over REST (binary extension), closed loop at concurrency 1 (latency) and at ``--concurrency`` (throughput), with
+  the server's CPU per request (the server and its runtime processes, /proc).
 
 It also reports the resident memory of an idle runtime process for each model of ``--rss-model``.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from gateway.core.types import DATATYPES
 from model_store.config import ModelConfig
 from runtimes import Runtime, detect_format, runtime_class
 from runtimes.isolation import ProcessRuntime
+from runtimes.isolation.process import SPIN_ENV
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -141,6 +144,24 @@ def idle_rss(store: Path, model: str) -> dict[str, Any]:
     return {"model": model, "format": fmt, "rss_mib": rss / 2**20}
 
 
+@contextlib.contextmanager
+def blocking_gateway(store: Path) -> Iterator[GatewayProcess]:
+    """A second gateway on ``store`` whose isolated runtimes block at once (``TENSORGATE_ISOLATION_SPIN=0``)."""
+    before = os.environ.get(SPIN_ENV)
+    os.environ[SPIN_ENV] = "0"
+    try:
+        server = GatewayProcess(str(store), ["--grpc-port", "-1"]).start()
+    finally:
+        if before is None:
+            del os.environ[SPIN_ENV]
+        else:
+            os.environ[SPIN_ENV] = before
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def alternating(rounds: int, modes: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [modes if i % 2 == 0 else modes[::-1] for i in range(rounds)]
 
@@ -193,19 +214,22 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     served_store = work / "served"
     plain, iso = both_ways(store, model, served_store)
     served_rows: dict[int, list[dict[str, dict[str, float]]]] = {1: [], args.concurrency: []}
-    with GatewayProcess(str(served_store), ["--grpc-port", "-1"]) as server:
-        load = RestLoad(server.http_url)
+    with GatewayProcess(str(served_store), ["--grpc-port", "-1"]) as server, blocking_gateway(served_store) as other:
+        loads = {"in-process": RestLoad(server.http_url), "isolated": RestLoad(server.http_url)}
+        loads["blocking"] = RestLoad(other.http_url)
+        servers = {"in-process": server, "isolated": server, "blocking": other}
+        names = {"in-process": plain, "isolated": iso, "blocking": iso}
 
         async def run() -> None:
             try:
-                for name in (plain, iso):
-                    await load.check(name, wire)
-                for order in alternating(args.rounds, (plain, iso)):
+                for mode in names:
+                    await loads[mode].check(names[mode], wire)
+                for order in alternating(args.rounds, tuple(names)):
                     for n in served_rows:
                         row = {}
-                        for name in order:
-                            row["isolated" if name == iso else "in-process"] = await served_window(
-                                server, load, name, wire, n, args.duration
+                        for mode in order:
+                            row[mode] = await served_window(
+                                servers[mode], loads[mode], names[mode], wire, n, args.duration
                             )
                         served_rows[n].append(row)
                         print(f"served c={n}: " + ", ".join(
@@ -213,7 +237,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             f"cpu {f['server_cpu_us_per_request']:.0f} us/req" for mode, f in row.items()
                         ), flush=True)  # fmt: skip
             finally:
-                await load.close()
+                for load in loads.values():
+                    await load.close()
 
         asyncio.run(run())
     rss = [idle_rss(store, name) for name in [model, *args.rss_model]]
@@ -246,17 +271,18 @@ def report(doc: dict[str, Any]) -> str:
         )
     for n, block in doc["served"].items():
         med = block["median"]
-        added = statistics.median(r["isolated"]["p50_us"] - r["in-process"]["p50_us"] for r in block["rounds"])
-        ratio = statistics.median(
-            r["isolated"]["throughput_rps"] / r["in-process"]["throughput_rps"] for r in block["rounds"]
-        )
         for mode, f in med.items():
             lines.append(
                 f"served c={n:<3} {mode:>10}: {f['throughput_rps']:8.0f} req/s  p50 {f['p50_us']:7.0f} us  "
                 f"p99 {f['p99_us']:7.0f} us  server CPU {f['server_cpu_us_per_request']:5.0f} us/req  "
                 f"errors {f['errors']:.0f}"
             )
-        lines.append(f"served c={n:<3} isolated adds p50 {added:.0f} us, throughput x{ratio:.2f}")
+        for mode in ("isolated", "blocking"):
+            added = statistics.median(r[mode]["p50_us"] - r["in-process"]["p50_us"] for r in block["rounds"])
+            ratio = statistics.median(
+                r[mode]["throughput_rps"] / r["in-process"]["throughput_rps"] for r in block["rounds"]
+            )
+            lines.append(f"served c={n:<3} {mode} adds p50 {added:.0f} us, throughput x{ratio:.2f}")
     for row in doc["idle_runtime_process"]:
         lines.append(f"idle runtime process: {row['model']} ({row['format']}) {row['rss_mib']:.0f} MiB resident")
     return "\n".join(lines)
