@@ -114,7 +114,7 @@ def write(arena: Arena, arrays: Mapping[str, np.ndarray], parts: list[tuple[str,
         else:
             size = data.nbytes
             if size:  # as raw bytes: a slice assignment costs a third of writing through a typed view
-                view[offset : offset + size] = memoryview(data.reshape(-1).view(np.uint8))
+                view[offset : offset + size] = data.reshape(-1).view(np.uint8).data
             entries.append((name, dtype_name(data.dtype), data.shape, offset, size))
         offset += _round(size)
     return entries
