@@ -240,11 +240,12 @@ class ProcessRuntime(Runtime):
         self._all = [_Slot(a, bells.waiter(i, True, spin)) for i, (a, _b) in enumerate(pairs)]
         for slot in self._all:
             self._free.put(slot)
-        threading.Thread(target=self._watch, args=(process,), name=f"tg-watch-{process.pid}", daemon=True).start()
+        threading.Thread(target=self._watch, args=(process, bells), name=f"tg-watch-{process.pid}", daemon=True).start()
         log.info("%s: runtime process %d started (%s)", self.label, process.pid, self.fmt)
 
-    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+    def _watch(self, process: subprocess.Popen[bytes], bells: Doorbells) -> None:
         code = process.wait()
+        bells.shut()  # a call spinning for its reply goes to the receive that sees the end
         if process is not self._process or self._stopping:
             return
         self._exited = exit_description(code)
@@ -274,6 +275,7 @@ class ProcessRuntime(Runtime):
             slot.close()
         self._all = []
         if self._bells is not None:
+            self._bells.shut()
             self._bells.close()
             self._bells = None
 

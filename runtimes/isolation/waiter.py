@@ -5,7 +5,8 @@ and keeps the waiting CPU warm while calls come back to back.
 
 The socket stays the channel: the sender rings (bumps its counter in the shared page) after each message, and the
 receiver always takes the message with a blocking receive — at once when the bell rang, after the spin otherwise —
-so a peer that died, or a socket shut down, ends a wait exactly as it did without spinning (at most ``cap`` later).
+so a peer that died, or a socket shut down, ends a wait exactly as it did without spinning (at most ``cap`` later;
+at once when the server's watcher marks the page shut, as it does when the runtime process exits).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from runtimes.isolation.wire import receive
 WINDOW = 16
 #: the least a spin lasts when one is worth doing (a median of a few µs would give too short a spin to catch jitter)
 FLOOR = 10e-6
-#: bytes per slot in a page of doorbells: one cache line per direction
+#: bytes per slot in a page of doorbells: one cache line per direction; the first slot's worth holds the shut flag
 _SLOT = 128
+_SHUT = 0
 
 
 class Doorbells:
-    """A shared page (an anonymous ``memfd``) holding one counter per direction per slot: created by the server
-    (``create``), mapped by the runtime process from the descriptor it inherits (``Doorbells(fd)``)."""
+    """A shared page (an anonymous ``memfd``) holding a shut flag and one counter per direction per slot: created by
+    the server (``create``), mapped by the runtime process from the descriptor it inherits (``Doorbells(fd)``)."""
 
     __slots__ = ("fd", "view")
 
@@ -38,13 +40,18 @@ class Doorbells:
     @classmethod
     def create(cls, slots: int) -> Doorbells:
         fd = os.memfd_create("tensorgate-doorbells", os.MFD_CLOEXEC)
-        os.ftruncate(fd, max(1, slots) * _SLOT)
+        os.ftruncate(fd, (max(1, slots) + 1) * _SLOT)
         return cls(fd)
 
     def waiter(self, slot: int, server: bool, cap: float) -> Waiter:
         """The waiter of slot ``slot`` on the server's side (rings calls, watches replies) or the child's."""
-        calls, replies = slot * _SLOT, slot * _SLOT + _SLOT // 2
+        calls = (slot + 1) * _SLOT
+        replies = calls + _SLOT // 2
         return Waiter(self.view, calls if server else replies, replies if server else calls, cap)
+
+    def shut(self) -> None:
+        """End every spin now and for good (the peer is gone): waits go straight to their blocking receive."""
+        self.view[_SHUT] = 1
 
     def close(self) -> None:
         """Close the descriptor; the page is unmapped once no waiter holds it (a call may still be in one)."""
@@ -86,7 +93,7 @@ class Waiter:
         if budget > 0.0:
             bells, theirs = self._bells, self._theirs
             deadline = start + budget
-            while bells[theirs] != expected and perf_counter() < deadline:
+            while bells[theirs] != expected and not bells[_SHUT] and perf_counter() < deadline:
                 os.sched_yield()
         got = receive(sock, into)
         self._seen = expected

@@ -21,6 +21,7 @@ from runtimes.isolation import ProcessRuntime
 from runtimes.isolation.waiter import WINDOW, Doorbells, Waiter
 from runtimes.isolation.wire import Closed, buffer, send
 from runtimes.onnx_runtime import OnnxRuntime
+from tests.onnx_models import spin_model
 
 LONG = 3600.0  # a spin that never ends on its own within a test
 
@@ -103,14 +104,43 @@ def test_a_spinning_wait_ends_when_the_peer_is_killed() -> None:
         bells.close()
 
 
-def test_a_spinning_wait_ends_when_the_socket_is_shut_down(
-    pair: tuple[socket.socket, socket.socket, Waiter, Waiter],
-) -> None:
-    a, _b, server, _child = pair
-    server.cap = server.budget = 0.5  # what the runtime's watcher does when the process exits
-    threading.Timer(0.05, a.shutdown, args=(socket.SHUT_RDWR,)).start()
-    with pytest.raises(Closed):
-        server.receive(a, buffer())
+def test_shutting_the_page_ends_a_spin_at_once() -> None:
+    """What the server's watcher does when the runtime process exits: mark the page shut (or the spin would last its
+    whole budget: here an hour) and shut the slot's socket down, which the receive after the spin sees."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    bells = Doorbells.create(1)
+    try:
+        server = bells.waiter(0, True, LONG)
+        server.budget = LONG
+
+        def watcher() -> None:
+            bells.shut()
+            a.shutdown(socket.SHUT_RDWR)
+
+        threading.Timer(0.05, watcher).start()
+        with pytest.raises(Closed):
+            server.receive(a, buffer())
+    finally:
+        a.close()
+        b.close()
+        bells.close()
+
+
+def test_a_child_killed_while_the_server_spins_for_the_reply_is_a_crash(tmp_path: Path) -> None:
+    spin_model(tmp_path / "spin" / "model.onnx")
+    runtime = ProcessRuntime("onnx", "spin v1")
+    runtime.load(tmp_path / "spin", {})
+    try:
+        waiter = runtime._all[0].waiter  # spin for the reply for an hour: only the child's exit can end the wait
+        waiter.cap = waiter.budget = LONG
+        pid = runtime.pid
+        assert pid is not None
+        x = np.ones((1, 16), np.float32)
+        threading.Timer(0.2, os.kill, args=(pid, signal.SIGKILL)).start()
+        with pytest.raises(RuntimeCrashed, match=r"exited \(signal 9"):
+            runtime.infer({"x": x, "spins": np.full((1, 1), 10**7, np.int64)})  # minutes of work
+    finally:
+        runtime.unload()
 
 
 def test_a_child_killed_between_back_to_back_calls_is_a_crash(onnx_models: Path) -> None:
