@@ -95,6 +95,8 @@ class ProcessRuntime(Runtime):
         self._all: list[_Slot] = []
         self._bells: Doorbells | None = None
         self._lock = threading.Lock()  # start / stop
+        self._calls = 0  # in flight or waiting for a slot
+        self._calls_lock = threading.Lock()
         self._stopping = False
         self._closed = False  # unloaded for good: no restart
         self._exited = ""  # how the current child ended, once it has
@@ -122,6 +124,17 @@ class ProcessRuntime(Runtime):
         self.last_used = time.monotonic()
         if self._exited or self._process is None:
             raise RuntimeCrashed(self._crash_message())
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            return self._call(inputs, outputs, signature)
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
+
+    def _call(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, signature: str | None
+    ) -> dict[str, np.ndarray]:
         slot = self._free.get()
         try:
             parts, size = arena.layout(inputs)
@@ -135,7 +148,8 @@ class ProcessRuntime(Runtime):
             try:
                 send(slot.sock, marshal.dumps((signature, wanted, entries)), sent_fd)
                 slot.waiter.ring()
-                data, fd = slot.waiter.receive(slot.sock, slot.buffer)
+                # calls queued for a slot: the CPU a spin would take is theirs (and the server's) to use
+                data, fd = slot.waiter.receive(slot.sock, slot.buffer, spin=self._calls <= self.slots)
             except (Closed, OSError):
                 raise RuntimeCrashed(self._crash_message(wait=True)) from None
             if fd >= 0:
