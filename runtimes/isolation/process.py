@@ -35,9 +35,10 @@ log = logging.getLogger("tensorgate.isolation")
 OnExit = Callable[[str], None]
 
 #: the longest a call spins for its reply before blocking (``waiter.Waiter``; it spins only while replies come in
-#: about that long), and the longest the child spins for a slot's next call after answering one
+#: about that long, and only while the child spins), and the longest the child spins for a slot's next call after
+#: answering one (long enough to cover a blocked server's wake-up, so that spinning can start on both ends)
 SPIN_REPLY = 100e-6
-SPIN_NEXT_CALL = 50e-6
+SPIN_NEXT_CALL = 150e-6
 #: ``0`` turns the spin off (both ends block at once): for machines where a spinning CPU costs more than a wake-up
 SPIN_ENV = "TENSORGATE_ISOLATION_SPIN"
 

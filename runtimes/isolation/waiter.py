@@ -44,10 +44,11 @@ class Doorbells:
         return cls(fd)
 
     def waiter(self, slot: int, server: bool, cap: float) -> Waiter:
-        """The waiter of slot ``slot`` on the server's side (rings calls, watches replies) or the child's."""
+        """The waiter of slot ``slot`` on the server's side (rings calls, watches replies, spins only while the
+        child does) or the child's."""
         calls = (slot + 1) * _SLOT
         replies = calls + _SLOT // 2
-        return Waiter(self.view, calls if server else replies, replies if server else calls, cap)
+        return Waiter(self.view, calls if server else replies, replies if server else calls, cap, follow=server)
 
     def shut(self) -> None:
         """End every spin now and for good (the peer is gone): waits go straight to their blocking receive."""
@@ -66,24 +67,44 @@ class Waiter:
     median (at least ``FLOOR``, at most ``cap``), or 0 — block at once — when the median exceeds ``cap`` (the
     message would rarely come within the spin: the CPU is better left to others). The spin yields the CPU and the
     GIL (``sched_yield``) on every turn, so other threads of this process and other processes on this CPU still
-    run."""
+    run.
 
-    __slots__ = ("_bells", "_mine", "_rung", "_seen", "_theirs", "_waits", "budget", "cap")
+    Each end also shows whether it is spinning (a byte next to its counter). A ``follow``ing waiter (the server's)
+    spins only when the other end was spinning as its message went out: a peer blocked in ``recvmsg`` is woken by
+    the send, likely onto this very CPU (the kernel expects the sender to sleep now), and a spin here would only
+    keep it waiting. So requests far apart cost what blocking costs; calls back to back get both ends spinning."""
 
-    def __init__(self, bells: memoryview, mine: int, theirs: int, cap: float) -> None:
+    __slots__ = ("_bells", "_mine", "_peer_spinning", "_rung", "_seen", "_theirs", "_waits", "budget", "cap", "follow")
+
+    def __init__(self, bells: memoryview, mine: int, theirs: int, cap: float, follow: bool = False) -> None:
         self._bells = bells
         self._mine = mine
         self._theirs = theirs
+        self.follow = follow
+        self._peer_spinning = False
         self._rung = 0  # messages sent, mod 256
         self._seen = 0  # messages received, mod 256
         self.cap = cap
         self.budget = 0.0  # block until the first window shows how long waits take
         self._waits: list[float] = []
 
+    @property
+    def spinning(self) -> bool:
+        """Whether this end is spinning for the other's message now."""
+        return self._bells[self._mine + 1] == 1
+
+    @property
+    def peer_spinning(self) -> bool:
+        """Whether the other end was spinning when this end's last message went out (known to a ``follow``ing one)."""
+        return self._peer_spinning
+
     def ring(self) -> None:
         """Tell the other end a message was sent (call after the send returned)."""
         self._rung = (self._rung + 1) & 0xFF
-        self._bells[self._mine] = self._rung
+        bells = self._bells
+        bells[self._mine] = self._rung
+        if self.follow:
+            self._peer_spinning = bells[self._theirs + 1] == 1
 
     def receive(self, sock: socket.socket, into: bytearray, spin: bool = True) -> tuple[memoryview, int]:
         """``wire.receive``, after spinning for up to ``budget`` seconds for the other end's bell (unless ``spin`` is
@@ -91,11 +112,13 @@ class Waiter:
         start = perf_counter()
         expected = (self._seen + 1) & 0xFF
         budget = self.budget
-        if budget > 0.0 and spin:
-            bells, theirs = self._bells, self._theirs
+        if budget > 0.0 and spin and (self._peer_spinning or not self.follow):
+            bells, theirs, spinning = self._bells, self._theirs, self._mine + 1
+            bells[spinning] = 1
             deadline = start + budget
             while bells[theirs] != expected and not bells[_SHUT] and perf_counter() < deadline:
                 os.sched_yield()
+            bells[spinning] = 0
         got = receive(sock, into)
         self._seen = expected
         self.observe(perf_counter() - start)

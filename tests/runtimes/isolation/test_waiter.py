@@ -22,6 +22,7 @@ from runtimes.isolation.waiter import WINDOW, Doorbells, Waiter
 from runtimes.isolation.wire import Closed, buffer, send
 from runtimes.onnx_runtime import OnnxRuntime
 from tests.onnx_models import spin_model
+from tests.serving import wait_until
 
 LONG = 3600.0  # a spin that never ends on its own within a test
 
@@ -52,6 +53,7 @@ def test_messages_pass_both_ways_spinning_or_not(pair: tuple[socket.socket, sock
 
 def test_a_spin_waits_for_a_late_message(pair: tuple[socket.socket, socket.socket, Waiter, Waiter]) -> None:
     a, b, server, child = pair
+    server.follow = False  # spin whatever the other end does
     server.budget = LONG
     ready = threading.Event()
 
@@ -65,6 +67,41 @@ def test_a_spin_waits_for_a_late_message(pair: tuple[socket.socket, socket.socke
     ready.set()
     assert bytes(server.receive(a, buffer())[0]) == b"late"
     thread.join()
+
+
+def test_the_server_spins_only_while_the_child_does(
+    pair: tuple[socket.socket, socket.socket, Waiter, Waiter],
+) -> None:
+    """A call sent while the child spins gets a spinning server; one sent to a child blocked in recvmsg (woken by
+    the send, likely onto the server's CPU) gets a server that blocks at once."""
+    a, b, server, child = pair
+    server.budget = child.budget = LONG
+    into = buffer()
+    # the child blocks in recvmsg: the server, though its budget is an hour, blocks too
+    child.budget = 0.0
+
+    def answer(reply: bytes) -> None:
+        child.receive(b, buffer())
+        send(b, reply)
+        child.ring()
+
+    replier = threading.Thread(target=answer, args=(b"after blocking",))
+    replier.start()
+    send(a, b"call")
+    server.ring()
+    assert not server.peer_spinning
+    assert bytes(server.receive(a, into)[0]) == b"after blocking"
+    replier.join()
+    # the child spins (its flag is up before the call goes): so does the server
+    child.budget = LONG
+    replier = threading.Thread(target=answer, args=(b"after spinning",))
+    replier.start()
+    wait_until(lambda: child.spinning, "the child spinning for the call")
+    send(a, b"call")
+    server.ring()
+    assert server.peer_spinning
+    assert bytes(server.receive(a, into)[0]) == b"after spinning"
+    replier.join()
 
 
 def test_a_wait_told_not_to_spin_blocks_at_once(pair: tuple[socket.socket, socket.socket, Waiter, Waiter]) -> None:
@@ -118,6 +155,7 @@ def test_shutting_the_page_ends_a_spin_at_once() -> None:
     bells = Doorbells.create(1)
     try:
         server = bells.waiter(0, True, LONG)
+        server.follow = False  # spin whatever the other end does
         server.budget = LONG
 
         def watcher() -> None:
@@ -140,6 +178,7 @@ def test_a_child_killed_while_the_server_spins_for_the_reply_is_a_crash(tmp_path
     try:
         waiter = runtime._all[0].waiter  # spin for the reply for an hour: only the child's exit can end the wait
         waiter.cap = waiter.budget = LONG
+        waiter.follow = False
         pid = runtime.pid
         assert pid is not None
         x = np.ones((1, 16), np.float32)
