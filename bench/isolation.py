@@ -3,10 +3,12 @@
 Two levels, each in alternating rounds within one run:
 
 * runtime: ``Runtime.infer`` in this process vs ``ProcessRuntime.infer`` (the shared-memory hop alone), back to back
-  from one thread;
+  from one thread, with the spin before blocking (``isolated``) and without it (``blocking``: both ends block in
+  ``recvmsg`` at once);
 * served: one gateway serving the model twice — ``<model>`` (``isolation: none``) and ``<model>_isolated``
-  (``isolation: process``) — over REST (binary extension), closed loop at concurrency 1 (latency) and at
-  ``--concurrency`` (throughput), with the server's CPU per request (the server and its runtime processes, /proc).
+  (``isolation: process``), and ``<model>_isolated`` again from a second gateway without the spin (``blocking``) —
+  over REST (binary extension), closed loop at concurrency 1 (latency) and at ``--concurrency`` (throughput), with
+  the server's CPU per request (the server and its runtime processes, /proc).
 
 It also reports the resident memory of an idle runtime process for each model of ``--rss-model``.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from gateway.core.types import DATATYPES
 from model_store.config import ModelConfig
 from runtimes import Runtime, detect_format, runtime_class
 from runtimes.isolation import ProcessRuntime
+from runtimes.isolation.process import SPIN_ENV
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -140,8 +144,26 @@ def idle_rss(store: Path, model: str) -> dict[str, Any]:
     return {"model": model, "format": fmt, "rss_mib": rss / 2**20}
 
 
-def alternating(rounds: int, modes: tuple[str, str]) -> list[tuple[str, str]]:
-    return [modes if i % 2 == 0 else (modes[1], modes[0]) for i in range(rounds)]
+@contextlib.contextmanager
+def blocking_gateway(store: Path) -> Iterator[GatewayProcess]:
+    """A second gateway on ``store`` whose isolated runtimes block at once (``TENSORGATE_ISOLATION_SPIN=0``)."""
+    before = os.environ.get(SPIN_ENV)
+    os.environ[SPIN_ENV] = "0"
+    try:
+        server = GatewayProcess(str(store), ["--grpc-port", "-1"]).start()
+    finally:
+        if before is None:
+            del os.environ[SPIN_ENV]
+        else:
+            os.environ[SPIN_ENV] = before
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def alternating(rounds: int, modes: tuple[str, ...]) -> list[tuple[str, ...]]:
+    return [modes if i % 2 == 0 else modes[::-1] for i in range(rounds)]
 
 
 def median_of(rows: list[dict[str, dict[str, float]]], mode: str) -> dict[str, float]:
@@ -166,40 +188,48 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     inproc.load(path, config.runtime_options())
     isolated = ProcessRuntime(fmt, model, 1)
     isolated.load(path, config.runtime_options())
+    blocking = ProcessRuntime(fmt, model, 1, spin=False)
+    blocking.load(path, config.runtime_options())
+    runtimes = {"in-process": inproc, "isolated": isolated, "blocking": blocking}
     specs = [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in inproc.signature().inputs]
     wire = random_inputs(specs, args.batch, 0)
     arrays = arrays_of(wire)
-    for a, b in zip(inproc.infer(arrays).values(), isolated.infer(arrays).values(), strict=True):
-        np.testing.assert_array_equal(a, b)  # the same answer both ways, before any timing
+    for other in (isolated, blocking):
+        for a, b in zip(inproc.infer(arrays).values(), other.infer(arrays).values(), strict=True):
+            np.testing.assert_array_equal(a, b)  # the same answer every way, before any timing
     runtime_rows = []
-    for order in alternating(args.rounds, ("in-process", "isolated")):
+    for order in alternating(args.rounds, tuple(runtimes)):
         row = {}
         for mode in order:
-            runtime_window(inproc if mode == "in-process" else isolated, arrays, args.calls // 5)  # warm-up
-            row[mode] = runtime_window(inproc if mode == "in-process" else isolated, arrays, args.calls)
+            runtime_window(runtimes[mode], arrays, args.calls // 5)  # warm-up
+            row[mode] = runtime_window(runtimes[mode], arrays, args.calls)
         runtime_rows.append(row)
-        hop = row["isolated"]["p50_us"] - row["in-process"]["p50_us"]
-        print(f"runtime: in-process p50 {row['in-process']['p50_us']:.1f} us, isolated "
-              f"{row['isolated']['p50_us']:.1f} us (hop {hop:.1f} us)", flush=True)  # fmt: skip
-    isolated.unload()
-    inproc.unload()
+        hops = "".join(
+            f" (hop {m} {row[m]['p50_us'] - row['in-process']['p50_us']:.1f} us)" for m in runtimes if m != "in-process"
+        )
+        print("runtime: " + ", ".join(f"{m} p50 {row[m]['p50_us']:.1f} us" for m in runtimes) + hops, flush=True)
+    for runtime in runtimes.values():
+        runtime.unload()
 
     served_store = work / "served"
     plain, iso = both_ways(store, model, served_store)
     served_rows: dict[int, list[dict[str, dict[str, float]]]] = {1: [], args.concurrency: []}
-    with GatewayProcess(str(served_store), ["--grpc-port", "-1"]) as server:
-        load = RestLoad(server.http_url)
+    with GatewayProcess(str(served_store), ["--grpc-port", "-1"]) as server, blocking_gateway(served_store) as other:
+        loads = {"in-process": RestLoad(server.http_url), "isolated": RestLoad(server.http_url)}
+        loads["blocking"] = RestLoad(other.http_url)
+        servers = {"in-process": server, "isolated": server, "blocking": other}
+        names = {"in-process": plain, "isolated": iso, "blocking": iso}
 
         async def run() -> None:
             try:
-                for name in (plain, iso):
-                    await load.check(name, wire)
-                for order in alternating(args.rounds, (plain, iso)):
+                for mode in names:
+                    await loads[mode].check(names[mode], wire)
+                for order in alternating(args.rounds, tuple(names)):
                     for n in served_rows:
                         row = {}
-                        for name in order:
-                            row["isolated" if name == iso else "in-process"] = await served_window(
-                                server, load, name, wire, n, args.duration
+                        for mode in order:
+                            row[mode] = await served_window(
+                                servers[mode], loads[mode], names[mode], wire, n, args.duration
                             )
                         served_rows[n].append(row)
                         print(f"served c={n}: " + ", ".join(
@@ -207,7 +237,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             f"cpu {f['server_cpu_us_per_request']:.0f} us/req" for mode, f in row.items()
                         ), flush=True)  # fmt: skip
             finally:
-                await load.close()
+                for load in loads.values():
+                    await load.close()
 
         asyncio.run(run())
     rss = [idle_rss(store, name) for name in [model, *args.rss_model]]
@@ -228,25 +259,30 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def report(doc: dict[str, Any]) -> str:
     lines = [f"{doc['model']} ({doc['format']}), batch {doc['batch']}, median of {doc['rounds']} alternating rounds"]
     rt = doc["runtime"]["median"]
-    hop = statistics.median(r["isolated"]["p50_us"] - r["in-process"]["p50_us"] for r in doc["runtime"]["rounds"])
     lines.append(
         f"runtime call   in-process p50 {rt['in-process']['p50_us']:.1f} us p99 {rt['in-process']['p99_us']:.1f} us"
-        f" | isolated p50 {rt['isolated']['p50_us']:.1f} us p99 {rt['isolated']['p99_us']:.1f} us"
-        f" | hop p50 {hop:.1f} us"
     )
+    for mode in ("isolated", "blocking"):
+        hop = statistics.median(r[mode]["p50_us"] - r["in-process"]["p50_us"] for r in doc["runtime"]["rounds"])
+        hop99 = statistics.median(r[mode]["p99_us"] - r["in-process"]["p99_us"] for r in doc["runtime"]["rounds"])
+        lines.append(
+            f"runtime call   {mode:>10} p50 {rt[mode]['p50_us']:.1f} us p99 {rt[mode]['p99_us']:.1f} us"
+            f" | hop p50 {hop:.1f} us p99 {hop99:.1f} us"
+        )
     for n, block in doc["served"].items():
         med = block["median"]
-        added = statistics.median(r["isolated"]["p50_us"] - r["in-process"]["p50_us"] for r in block["rounds"])
-        ratio = statistics.median(
-            r["isolated"]["throughput_rps"] / r["in-process"]["throughput_rps"] for r in block["rounds"]
-        )
         for mode, f in med.items():
             lines.append(
                 f"served c={n:<3} {mode:>10}: {f['throughput_rps']:8.0f} req/s  p50 {f['p50_us']:7.0f} us  "
                 f"p99 {f['p99_us']:7.0f} us  server CPU {f['server_cpu_us_per_request']:5.0f} us/req  "
                 f"errors {f['errors']:.0f}"
             )
-        lines.append(f"served c={n:<3} isolated adds p50 {added:.0f} us, throughput x{ratio:.2f}")
+        for mode in ("isolated", "blocking"):
+            added = statistics.median(r[mode]["p50_us"] - r["in-process"]["p50_us"] for r in block["rounds"])
+            ratio = statistics.median(
+                r[mode]["throughput_rps"] / r["in-process"]["throughput_rps"] for r in block["rounds"]
+            )
+            lines.append(f"served c={n:<3} {mode} adds p50 {added:.0f} us, throughput x{ratio:.2f}")
     for row in doc["idle_runtime_process"]:
         lines.append(f"idle runtime process: {row['model']} ({row['format']}) {row['rss_mib']:.0f} MiB resident")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ import numpy as np
 
 from runtimes.base import Runtime, RuntimeCrashed, RuntimeInputError, RuntimeLoadError, Signature
 from runtimes.isolation import arena
+from runtimes.isolation.waiter import Doorbells, Waiter
 from runtimes.isolation.wire import Closed, buffer, receive, send
 
 log = logging.getLogger("tensorgate.isolation")
@@ -33,15 +34,24 @@ log = logging.getLogger("tensorgate.isolation")
 #: called (from a watcher thread) when the child exits on its own: how it ended, e.g. "signal 6"
 OnExit = Callable[[str], None]
 
+#: the longest a call spins for its reply before blocking (``waiter.Waiter``; it spins only while replies come in
+#: about that long, and only while the child spins), and the longest the child spins for a slot's next call after
+#: answering one (long enough to cover a blocked server's wake-up, so that spinning can start on both ends)
+SPIN_REPLY = 100e-6
+SPIN_NEXT_CALL = 150e-6
+#: ``0`` turns the spin off (both ends block at once): for machines where a spinning CPU costs more than a wake-up
+SPIN_ENV = "TENSORGATE_ISOLATION_SPIN"
+
 
 class _Slot:
-    __slots__ = ("buffer", "inputs", "outputs", "sock")
+    __slots__ = ("buffer", "inputs", "outputs", "sock", "waiter")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, waiter: Waiter) -> None:
         self.sock = sock
         self.buffer = buffer()
         self.inputs = arena.Arena()
         self.outputs = arena.Arena()
+        self.waiter = waiter
 
     def close(self) -> None:
         self.sock.close()
@@ -62,16 +72,19 @@ def exit_description(returncode: int | None) -> str:
 
 class ProcessRuntime(Runtime):
     """The runtime for ``fmt`` run in a child process with ``slots`` concurrent calls. ``label`` names the model in
-    errors (``m v1``). ``platform``/``artifact``/``device`` are the child runtime's, known once loaded."""
+    errors (``m v1``). ``platform``/``artifact``/``device`` are the child runtime's, known once loaded. ``spin``
+    False makes both sides block at once instead of spinning briefly for the other's next message (default: on
+    unless ``TENSORGATE_ISOLATION_SPIN=0``)."""
 
     format = "isolated"
     platform = ""
     artifact = ""
 
-    def __init__(self, fmt: str, label: str = "model", slots: int = 1) -> None:
+    def __init__(self, fmt: str, label: str = "model", slots: int = 1, spin: bool | None = None) -> None:
         self.fmt = fmt
         self.label = label
         self.slots = max(1, slots)
+        self.spin = os.environ.get(SPIN_ENV, "1") != "0" if spin is None else spin
         self.last_used = time.monotonic()  # the memory budget unloads the least recently used first
         self._path: Path | None = None
         self._options: dict[str, Any] = {}
@@ -81,7 +94,10 @@ class ProcessRuntime(Runtime):
         self._control: socket.socket | None = None
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         self._all: list[_Slot] = []
+        self._bells: Doorbells | None = None
         self._lock = threading.Lock()  # start / stop
+        self._calls = 0  # in flight or waiting for a slot
+        self._calls_lock = threading.Lock()
         self._stopping = False
         self._closed = False  # unloaded for good: no restart
         self._exited = ""  # how the current child ended, once it has
@@ -109,6 +125,17 @@ class ProcessRuntime(Runtime):
         self.last_used = time.monotonic()
         if self._exited or self._process is None:
             raise RuntimeCrashed(self._crash_message())
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            return self._call(inputs, outputs, signature)
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
+
+    def _call(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, signature: str | None
+    ) -> dict[str, np.ndarray]:
         slot = self._free.get()
         try:
             parts, size = arena.layout(inputs)
@@ -121,7 +148,9 @@ class ProcessRuntime(Runtime):
             wanted = None if outputs is None else list(outputs)
             try:
                 send(slot.sock, marshal.dumps((signature, wanted, entries)), sent_fd)
-                data, fd = receive(slot.sock, slot.buffer)
+                slot.waiter.ring()
+                # calls queued for a slot: the CPU a spin would take is theirs (and the server's) to use
+                data, fd = slot.waiter.receive(slot.sock, slot.buffer, spin=self._calls <= self.slots)
             except (Closed, OSError):
                 raise RuntimeCrashed(self._crash_message(wait=True)) from None
             if fd >= 0:
@@ -177,7 +206,8 @@ class ProcessRuntime(Runtime):
     def _spawn(self) -> None:
         control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(self.slots)]
-        child_fds = [child_control.fileno(), *(b.fileno() for _a, b in pairs)]
+        bells = Doorbells.create(self.slots)
+        child_fds = [child_control.fileno(), bells.fd, *(b.fileno() for _a, b in pairs)]
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "runtimes.isolation.child", self.label, *map(str, child_fds)],
@@ -186,6 +216,7 @@ class ProcessRuntime(Runtime):
             )
         except OSError as exc:
             control.close()
+            bells.close()
             for a, _b in pairs:
                 a.close()
             raise RuntimeLoadError(f"{self.label}: could not start a runtime process: {exc}") from exc
@@ -196,11 +227,13 @@ class ProcessRuntime(Runtime):
         self._process = process
         self._control = control
         try:
-            send(control, pickle.dumps(("load", self.fmt, str(self._path), self._options)))
+            spin_next = SPIN_NEXT_CALL if self.spin else 0.0
+            send(control, pickle.dumps(("load", self.fmt, str(self._path), self._options, spin_next)))
             data, _fd = receive(control, buffer())
         except (Closed, OSError):
             code = _wait(process, 10.0)
             self._close_sockets(pairs)
+            bells.close()
             self._process = None
             raise RuntimeLoadError(
                 f"the runtime process for {self.label} exited while loading ({exit_description(code)})"
@@ -209,6 +242,7 @@ class ProcessRuntime(Runtime):
         if reply[0] != "ok":
             self._stop_process(process, control)
             self._close_sockets(pairs)
+            bells.close()
             self._process = None
             _op, kind, message = reply
             raise RuntimeLoadError(message if kind == "RuntimeLoadError" else f"{kind}: {message}")
@@ -216,14 +250,17 @@ class ProcessRuntime(Runtime):
         self.platform = platform  # type: ignore[misc]  # per instance: the child runtime's
         self.artifact = artifact  # type: ignore[misc]
         self._free = queue.SimpleQueue()
-        self._all = [_Slot(a) for a, _b in pairs]
+        spin = SPIN_REPLY if self.spin else 0.0
+        self._bells = bells
+        self._all = [_Slot(a, bells.waiter(i, True, spin)) for i, (a, _b) in enumerate(pairs)]
         for slot in self._all:
             self._free.put(slot)
-        threading.Thread(target=self._watch, args=(process,), name=f"tg-watch-{process.pid}", daemon=True).start()
+        threading.Thread(target=self._watch, args=(process, bells), name=f"tg-watch-{process.pid}", daemon=True).start()
         log.info("%s: runtime process %d started (%s)", self.label, process.pid, self.fmt)
 
-    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+    def _watch(self, process: subprocess.Popen[bytes], bells: Doorbells) -> None:
         code = process.wait()
+        bells.shut()  # a call spinning for its reply goes to the receive that sees the end
         if process is not self._process or self._stopping:
             return
         self._exited = exit_description(code)
@@ -252,6 +289,10 @@ class ProcessRuntime(Runtime):
         for slot in self._all:
             slot.close()
         self._all = []
+        if self._bells is not None:
+            self._bells.shut()
+            self._bells.close()
+            self._bells = None
 
     @staticmethod
     def _stop_process(process: subprocess.Popen[bytes], control: socket.socket) -> None:
