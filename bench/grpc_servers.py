@@ -4,8 +4,8 @@ server CPU per call (utime+stime of the server process over the window / calls),
 
     .venv/bin/python bench/grpc_servers.py --store demo_store --model mlp_onnx --rounds 3 --seconds 5
 
-Servers (``--kinds``): ``aio`` grpc.aio as this checkout serves it (``gateway.grpc.server.start_grpc``);
-``h2-serve`` this checkout's server with ``--grpc-server h2`` (every service, the same handlers, on
+Servers (``--kinds``): ``aio`` this checkout's server with ``--grpc-server aio`` (grpc.aio);
+``h2-serve`` this checkout's server as deployed, ``--grpc-server h2`` (every service, the same handlers, on
 ``gateway.grpc.h2``); ``aio-raw`` a minimal ModelInfer on raw bytes and nothing else (the floor of the raw design);
 ``h2`` the same minimal ModelInfer on the h2 server; ``sync-N`` grpcio's
 synchronous server with a pool of N threads, ModelInfer on raw bytes, each call handed to the event loop with
@@ -205,8 +205,10 @@ def start(kind: str, store: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], d
     log = open(tmp / f"server-{tag}.log", "wb")  # noqa: SIM115 - lives as long as the server
     argv = ["--store", str(store.resolve()), "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
             "--poll-interval", "0", "--port-file", str(port_file)]  # fmt: skip
-    if kind == "h2-serve":  # this checkout's server as deployed with --grpc-server h2
+    if kind == "h2-serve":  # this checkout's server as deployed (the h2 gRPC server, the default)
         argv += ["--grpc-server", "h2"]
+    elif kind == "aio":  # this checkout's server on grpc.aio
+        argv += ["--grpc-server", "aio"]
     if kind.startswith("checkout:"):  # another checkout's own server, e.g. checkout:../main for before/after
         checkout = Path(kind.split(":", 1)[1]).resolve()
         env = {**os.environ, "PYTHONPATH": str(checkout)}
